@@ -1,0 +1,1 @@
+"""ibflow api: FastAPI REST + WebSocket for people and programs."""

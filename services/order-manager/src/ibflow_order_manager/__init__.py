@@ -1,0 +1,1 @@
+"""ibflow order-manager: Owns orders and money: validation, risk limits, lifecycle, executions, commissions, cash."""

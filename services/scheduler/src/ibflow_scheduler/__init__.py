@@ -1,0 +1,1 @@
+"""ibflow scheduler: Trading-session events on the real exchange calendar, exactly once across replicas."""

@@ -1,0 +1,1 @@
+"""A thin typed layer over nats-py: subjects, provisioning, publish, consume, request/reply."""

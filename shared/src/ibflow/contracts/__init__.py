@@ -1,0 +1,1 @@
+"""ibflow's message contracts: one coherent catalogue of commands and events."""
