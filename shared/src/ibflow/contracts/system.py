@@ -22,3 +22,7 @@ class MessageDeadLettered(Event):
     original_msg_id: str | None = None
     payload_b64: str
     headers: dict[str, str] = Field(default_factory=dict)
+
+    def dedupe_key(self) -> str:
+        """``dlq:<consumer>:<stream>:<stream_sequence>``: dead-lettered once per consumer."""
+        return f"dlq:{self.consumer}:{self.stream}:{self.stream_sequence}"

@@ -1,0 +1,67 @@
+"""The trading calendar's moments, as the scheduler emits them (NYSE calendar)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from ibflow.contracts.base import Actor, Command, Event, UtcDatetime
+
+SessionEventName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+"""A session event's name (``morning_entry``, ``close_out``); a subject token."""
+
+
+def occurrence_id(name: str, session_date: date, sequence: int = 0) -> str:
+    """``<name>:<session date>:<sequence>``, e.g. ``morning_entry:2026-11-23:0``.
+
+    ``sequence`` is 0 for the scheduled occurrence and counts manual triggers after it.
+    """
+    return f"{name}:{session_date.isoformat()}:{sequence}"
+
+
+class SessionEventEmitted(Event):
+    """A scheduled (or manually triggered) moment of a trading session has come.
+
+    Emitted once per ``occurrence_id``, also after a scheduler restart (then ``late``
+    if past its time); consumers act on each occurrence once, and everything they do
+    because of it is caused by it (``Envelope.caused``).
+    """
+
+    name: SessionEventName
+    occurrence_id: str
+    session_date: date
+    scheduled_for: UtcDatetime
+    emitted_at: UtcDatetime
+    late: bool = False
+    """Emitted after its time (beyond the scheduler's tolerance), e.g. after downtime."""
+    manual: bool = False
+    """Triggered by ``TriggerSessionEvent`` rather than the calendar."""
+    session_open: UtcDatetime
+    """The session's regular open."""
+    session_close: UtcDatetime
+    """The session's regular close (early on half days)."""
+
+    @model_validator(mode="after")
+    def _check_occurrence(self) -> Self:
+        prefix = f"{self.name}:{self.session_date.isoformat()}:"
+        suffix = self.occurrence_id.removeprefix(prefix)
+        if suffix == self.occurrence_id or not suffix.isdigit():
+            raise ValueError(f"occurrence_id must look like {prefix}<n>")
+        return self
+
+    def dedupe_key(self) -> str:
+        """``session:<occurrence_id>``."""
+        return f"session:{self.occurrence_id}"
+
+
+class TriggerSessionEvent(Command):
+    """Ask the scheduler to emit a session event now (operations, tests); it is emitted
+    with ``manual`` set and the next sequence number of the day."""
+
+    name: SessionEventName
+    session_date: date | None = None
+    """``None``: today's session in New York."""
+    reason: str = ""
+    requested_by: Actor
