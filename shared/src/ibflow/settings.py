@@ -67,7 +67,9 @@ class CommonSettings(BaseSettings):
         for server in value.split(","):
             url = AnyUrl(server.strip())
             if url.scheme not in {"nats", "tls", "ws", "wss"}:
-                raise ValueError(f"scheme must be nats://, tls://, ws:// or wss://, got {url.scheme!r}")
+                raise ValueError(
+                    f"scheme must be nats://, tls://, ws:// or wss://, got {url.scheme!r}"
+                )
         return value
 
     @field_validator("database_url")

@@ -1,1 +1,5 @@
-"""ibflow order-manager: Owns orders and money: validation, risk limits, lifecycle, executions, commissions, cash."""
+"""ibflow order-manager.
+
+Owns orders and money: validation, risk limits, lifecycle, executions, commissions,
+cash.
+"""

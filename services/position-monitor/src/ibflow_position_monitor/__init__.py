@@ -1,1 +1,5 @@
-"""ibflow position-monitor: Owns day-trade positions: tick-driven stop/target exits, close-out, broker reconciliation."""
+"""ibflow position-monitor.
+
+Owns day-trade positions: tick-driven stop/target exits, close-out, broker
+reconciliation.
+"""

