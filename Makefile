@@ -16,8 +16,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 bootstrap: ## install uv if missing
-	@command -v uv >/dev/null 2>&1 || test -x $(UV) || $(PYTHON) -m pip install --quiet --user uv \
-		|| $(PYTHON) -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || test -x $(UV) || $(PYTHON) -m pip install --quiet uv 2>/dev/null \
+		|| $(PYTHON) -m pip install --quiet --user uv
 	@test -x $(UV) || command -v uv >/dev/null 2>&1 || { echo "uv could not be installed" >&2; exit 1; }
 
 sync: bootstrap ## create .venv from the committed uv.lock
