@@ -19,6 +19,7 @@ from typing import IO
 import pytest
 
 from ibflow.testing.embedded import free_port
+from ibflow.testing.http import http_get
 
 pytestmark = pytest.mark.integration
 
@@ -56,20 +57,6 @@ async def spawn(env: dict[str, str], log: IO[bytes]) -> asyncio.subprocess.Proce
         stdout=log,
         stderr=log,
     )
-
-
-async def http_get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        writer.write(request.encode())
-        await writer.drain()
-        raw = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
 
 
 async def poll(

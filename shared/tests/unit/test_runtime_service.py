@@ -16,6 +16,7 @@ import pytest
 
 from ibflow.runtime import EXIT_FAILURE, EXIT_OK, Runtime, Service
 from ibflow.settings import CommonSettings
+from ibflow.testing.http import http_get
 
 
 @pytest.fixture(autouse=True)
@@ -23,20 +24,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("IBFLOW_"):
             monkeypatch.delenv(name)
-
-
-async def http_get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        writer.write(request.encode())
-        await writer.drain()
-        raw = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
