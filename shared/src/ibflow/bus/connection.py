@@ -64,7 +64,9 @@ async def connect(
 
     async def disconnected() -> None:
         gauge.set(0)
-        logger.warning("NATS connection %r disconnected", name)
+        # A drain or close ends with a disconnect too: only an unasked-for one is a warning.
+        level = logging.INFO if nc.is_draining or nc.is_closed else logging.WARNING
+        logger.log(level, "NATS connection %r disconnected", name)
         if user_disconnected is not None:
             await user_disconnected()
 
