@@ -31,6 +31,7 @@ def test_procfile_runs_the_simulator_and_every_service() -> None:
     processes = devstack.read_procfile(REPO_ROOT / "Procfile")
     assert list(processes) == ["gateway-sim", *SERVICES]
     assert "--port 4002" in processes["gateway-sim"]
+    assert "--control-port 4010" in processes["gateway-sim"]
     for name, command in processes.items():
         assert command.startswith(f"exec ibflow-{name}")
 
@@ -39,8 +40,8 @@ def test_port_table_matches_the_service_defaults() -> None:
     for name, settings_type in SERVICES.items():
         fields = settings_type.model_fields
         assert fields["service_name"].default == name
-        assert devstack.PROCESS_PORTS[name][0] == fields["http_port"].default
-    ports = [port for port, _ in devstack.PROCESS_PORTS.values()]
+        assert devstack.PROCESS_PORTS[name][0][0] == fields["http_port"].default
+    ports = [port for entries in devstack.PROCESS_PORTS.values() for port, _ in entries]
     assert len(set(ports)) == len(ports)
 
 
@@ -69,7 +70,7 @@ def test_busy_infrastructure_port_is_named(busy_port: int) -> None:
 def test_busy_service_port_names_the_process(
     monkeypatch: pytest.MonkeyPatch, busy_port: int
 ) -> None:
-    monkeypatch.setattr(devstack, "PROCESS_PORTS", {"order-manager": (busy_port, "/metrics")})
+    monkeypatch.setattr(devstack, "PROCESS_PORTS", {"order-manager": ((busy_port, "/metrics"),)})
     with pytest.raises(
         PortInUseError, match=rf"order-manager /metrics: port 127.0.0.1:{busy_port}"
     ):

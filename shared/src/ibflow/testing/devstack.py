@@ -71,15 +71,19 @@ DEFAULT_NATS_PORT: Final = 4222
 DEFAULT_PG_PORT: Final = 5433
 STREAMS: Final = (EVENTS_STREAM, DEAD_LETTER_STREAM)
 
-PROCESS_PORTS: Final[Mapping[str, tuple[int, str]]] = {
-    "gateway-sim": (4002, "TWS API (--port in the Procfile)"),
-    "gateway-bridge": (9101, "/metrics /healthz /readyz"),
-    "order-manager": (9102, "/metrics /healthz /readyz"),
-    "position-monitor": (9103, "/metrics /healthz /readyz"),
-    "scheduler": (9104, "/metrics /healthz /readyz"),
-    "api": (9105, "/metrics /healthz /readyz"),
+_PROBES: Final = "/metrics /healthz /readyz"
+PROCESS_PORTS: Final[Mapping[str, tuple[tuple[int, str], ...]]] = {
+    "gateway-sim": (
+        (4002, "TWS API (--port in the Procfile)"),
+        (4010, "control API (--control-port in the Procfile)"),
+    ),
+    "gateway-bridge": ((9101, _PROBES),),
+    "order-manager": ((9102, _PROBES),),
+    "position-monitor": ((9103, _PROBES),),
+    "scheduler": ((9104, _PROBES),),
+    "api": ((9105, _PROBES),),
 }
-"""Port each Procfile process listens on (the services' default ``http_port``).
+"""Ports each Procfile process listens on (the services' default ``http_port``).
 
 Checked before anything starts, so a busy port is reported with who wanted it.
 """
@@ -229,8 +233,7 @@ def check_ports(nats_port: int, pg_port: int, processes: Sequence[str]) -> None:
     ensure_port_free(nats_port, f"nats-server ({NATS_PORT_VAR})")
     ensure_port_free(pg_port, f"PostgreSQL ({PG_PORT_VAR})")
     for name in processes:
-        if name in PROCESS_PORTS:
-            port, purpose = PROCESS_PORTS[name]
+        for port, purpose in PROCESS_PORTS.get(name, ()):
             ensure_port_free(port, f"{name} {purpose}")
 
 
@@ -367,8 +370,7 @@ class _Infrastructure:
 
 def _run_services(processes: Mapping[str, str], infra: _Infrastructure, root: Path) -> int:
     for name in processes:
-        if name in PROCESS_PORTS:
-            port, purpose = PROCESS_PORTS[name]
+        for port, purpose in PROCESS_PORTS.get(name, ()):
             log.info("%s: %s on %s:%d", name, purpose, LOOPBACK, port)
     env = service_environment(infra.nats_url, infra.database_url)
     returncode = run_processes(processes, env, root)
