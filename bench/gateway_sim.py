@@ -1,7 +1,9 @@
 """gateway-sim throughput and latency, seen by an unmodified ib_async client over TCP.
 
 The simulator runs as its own process (``python -m ibflow_gateway_sim`` with a generated
-config), the client in this one, so they do not share an event loop or a core.
+config), the client in this one, so they do not share an event loop or a core: where the
+machine has two or more cores the simulator is pinned to core 0 and the client to the
+others, so the figures are the simulator's on one core.
 
 * **ticks**: one ib_async client subscribes to every symbol (12) with ``reqMktData``;
   for each market tick interval, count for ``--seconds`` the tick messages the client
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import signal
 import socket
@@ -77,6 +80,14 @@ async def http_get(port: int, path: str) -> Any:
     return json.loads(raw.partition(b"\r\n\r\n")[2])
 
 
+def pin_to_own_cores(sim_pid: int) -> None:
+    """Pin the simulator to core 0 and this process to the remaining cores, if any."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        os.sched_setaffinity(sim_pid, {cores[0]})
+        os.sched_setaffinity(0, set(cores[1:]))
+
+
 class Simulator:
     """The simulator in a subprocess, configured from a dict."""
 
@@ -104,6 +115,7 @@ class Simulator:
             "WARNING",
             stdin=subprocess.DEVNULL,
         )
+        pin_to_own_cores(self.proc.pid)
         deadline = time.monotonic() + 20
         while True:
             try:
