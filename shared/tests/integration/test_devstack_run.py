@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -102,7 +103,7 @@ def test_devstack_runs_and_stops_in_order_then_reuses_its_data(tmp_path: Path) -
     assert ctrl_c(proc) == 0, output(tmp_path)
 
     log = output(tmp_path)
-    assert "migrations of ibflow.db: 1 applied" in log
+    assert re.search(r"migrations of ibflow\.db(, ibflow_\w+)*: [1-9]\d* applied", log)
     assert "stream IBFLOW_EVENTS: created" in log
     assert "om stopped (rc=0)" in log
     assert (
@@ -117,5 +118,5 @@ def test_devstack_runs_and_stops_in_order_then_reuses_its_data(tmp_path: Path) -
     wait_for(proc, tmp_path, lambda: "infrastructure up" in output(tmp_path))
     assert ctrl_c(proc) == 0, output(tmp_path)
     log = output(tmp_path)
-    assert "migrations of ibflow.db: up to date" in log
+    assert re.search(r"migrations of ibflow\.db(, ibflow_\w+)*: up to date", log)
     assert "stream IBFLOW_EVENTS: unchanged" in log
