@@ -1,0 +1,9 @@
+"""The edge to Interactive Brokers: the only package that imports ``ib_async``.
+
+:mod:`~ibflow_gateway_bridge.ib.adapter` is the connection port (:class:`IbClient`),
+:mod:`~ibflow_gateway_bridge.ib.mapping` turns ib_async objects into ibflow contracts.
+"""
+
+from ibflow_gateway_bridge.ib.adapter import IbClient, IbConnectError
+
+__all__ = ["IbClient", "IbConnectError"]
