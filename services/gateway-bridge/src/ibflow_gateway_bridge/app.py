@@ -1,16 +1,51 @@
 """Composition root of gateway-bridge: the only process that talks to Interactive Brokers.
 
-For now the service only connects to NATS and PostgreSQL and serves ``/metrics``,
-``/healthz`` and ``/readyz``; its workers are wired here by later issues.
+At start it ensures the events stream, reads the enabled portfolios (the ``portfolios``
+table is order-manager's) and runs one supervised IB connection per portfolio as a
+worker; ``/readyz`` is ready only while NATS, PostgreSQL and every enabled portfolio's
+connection accept orders. Event publishing, reconciliation and commands are wired here
+by the next slices of issue 4.
 """
 
 from __future__ import annotations
 
-from ibflow.runtime import Service, run
+import logging
+from collections.abc import Callable
+
+from ibflow.bus import ensure_stream
+from ibflow.bus.subjects import EVENTS_STREAM
+from ibflow.runtime import Runtime, Service, run
+from ibflow_gateway_bridge.repository import load_enabled_portfolios
 from ibflow_gateway_bridge.settings import GatewayBridgeSettings
+from ibflow_gateway_bridge.supervisor import PortfolioConnection
+
+log = logging.getLogger("ibflow.gateway_bridge")
+
+
+async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
+    """One :class:`PortfolioConnection` worker (and readiness check) per enabled portfolio."""
+    js = rt.nats.jetstream()
+    await ensure_stream(js, EVENTS_STREAM)
+    portfolios = await load_enabled_portfolios(rt.pool)
+    if not portfolios:
+        log.warning("no enabled portfolio in the portfolios table: nothing to connect")
+    for config in portfolios:
+        connection = PortfolioConnection(
+            config,
+            js,
+            timings=rt.settings.timings(),
+            gateway_type=rt.settings.gateway_type,
+        )
+        rt.add_worker(connection, name=f"ib-{config.id}")
+        rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
+
+
+def _accepts_orders(connection: PortfolioConnection) -> Callable[[], bool]:
+    return lambda: connection.accepts_orders
+
 
 SERVICE: Service[GatewayBridgeSettings] = Service(
-    GatewayBridgeSettings, uses_nats=True, uses_database=True
+    GatewayBridgeSettings, startup=[start_connections], uses_nats=True, uses_database=True
 )
 """The gateway-bridge service: settings, connections and startup steps."""
 

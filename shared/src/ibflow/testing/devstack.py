@@ -47,6 +47,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
+import asyncpg
+
 from ibflow.bus.connection import connect
 from ibflow.bus.provision import provision
 from ibflow.bus.subjects import DEAD_LETTER_STREAM, EVENTS_STREAM
@@ -261,8 +263,28 @@ async def _provision_streams(nats_url: str) -> None:
         await nc.close()
 
 
+DEMO_PORTFOLIO_SQL: Final = """
+INSERT INTO portfolios (id, name, broker_host, broker_port, client_id, account, cash)
+VALUES ('demo', 'Demo portfolio (gateway-sim)', '127.0.0.1', 4002, 1, 'DU1234567', 1000000)
+ON CONFLICT (id) DO NOTHING
+"""
+"""The demo portfolio ``make run`` trades: paper, on the simulator's port, client id 1."""
+
+
+async def seed_demo_portfolio(database_url: str) -> bool:
+    """Create the demo portfolio unless it exists; False when there is no portfolios table."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("SELECT to_regclass('portfolios')") is None:
+            return False
+        await conn.execute(DEMO_PORTFOLIO_SQL)
+        return True
+    finally:
+        await conn.close()
+
+
 def prepare(nats_url: str, database_url: str) -> None:
-    """Apply every migration and provision the streams."""
+    """Apply every migration, seed the demo portfolio and provision the streams."""
     packages = migration_packages()
     applied = asyncio.run(apply_migrations(database_url, *packages))
     log.info(
@@ -270,6 +292,8 @@ def prepare(nats_url: str, database_url: str) -> None:
         ", ".join(packages),
         f"{len(applied)} applied" if applied else "up to date",
     )
+    if asyncio.run(seed_demo_portfolio(database_url)):
+        log.info("demo portfolio: 'demo' on gateway-sim 127.0.0.1:4002, client id 1")
     asyncio.run(_provision_streams(nats_url))
 
 

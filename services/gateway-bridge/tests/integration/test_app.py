@@ -1,0 +1,95 @@
+"""The gateway-bridge composition root, in-process: PostgreSQL portfolios → IB connections.
+
+Real PostgreSQL (the portfolios table from order-manager's migrations), real nats-server,
+gateway-sim over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import asyncpg
+
+from ibflow.contracts.enums import ConnectionState
+from ibflow.db import apply_migrations
+from ibflow.runtime import EXIT_OK, Runtime
+from ibflow.testing.http import http_get
+from ibflow_gateway_bridge.app import SERVICE
+from ibflow_gateway_bridge.settings import GatewayBridgeSettings
+from ibflow_gateway_sim.server import GatewaySimulator
+
+from .conftest import ConnectionEvents
+
+INSERT = """
+INSERT INTO portfolios (id, name, broker_port, client_id, account, cash, enabled)
+VALUES ($1, $1, $2, $3, 'DU1234567', 100000, $4)
+"""
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_enabled_portfolio_is_connected_and_gates_readiness(
+    database_url: str,
+    nats_url: str,
+    gateway_sim: GatewaySimulator,
+    connection_events: ConnectionEvents,
+) -> None:
+    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(INSERT, "alpha", gateway_sim.port, 11, True)
+        await conn.execute(INSERT, "dormant", gateway_sim.port, 12, False)
+    finally:
+        await conn.close()
+    settings = GatewayBridgeSettings.load(
+        nats_url=nats_url,
+        database_url=database_url,
+        http_port=0,
+        gateway_type="simulator",
+        heartbeat_interval=0.3,
+        heartbeat_timeout=0.3,
+        reconnect_base=0.1,
+    )
+    rt = Runtime(SERVICE, settings)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(rt.serve(stop))
+    try:
+        await connection_events.wait_for(
+            lambda events: any(e.state is ConnectionState.READY for e in events)
+        )
+        await wait_until(lambda: rt.ready)
+        status, body = await http_get(rt.http_port, "/readyz")
+        assert status == 200, body
+        assert json.loads(body)["checks"]["ib:alpha"] == "ok"
+        assert "ib:dormant" not in json.loads(body)["checks"]
+        assert {e.portfolio_id for e in connection_events.events} == {"alpha"}
+
+        gateway_sim.faults.silence(True)
+        status, body = await _wait_for_status(rt.http_port, 503)
+        assert "ib:alpha" in json.loads(body)["failed"]
+        gateway_sim.faults.silence(False)
+        await _wait_for_status(rt.http_port, 200)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(serving, 15) == EXIT_OK
+    assert connection_events.events[-1].state is ConnectionState.DISCONNECTED
+
+
+async def _wait_for_status(port: int, wanted: int, within: float = 10.0) -> tuple[int, str]:
+    deadline = time.monotonic() + within
+    while True:
+        status, body = await http_get(port, "/readyz")
+        if status == wanted:
+            return status, body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz stayed {status}: {body}")
+        await asyncio.sleep(0.05)
