@@ -3,8 +3,9 @@
 At start it ensures the events stream, reads the enabled portfolios (the ``portfolios``
 table is order-manager's) and runs one supervised IB connection per portfolio as a
 worker; ``/readyz`` is ready only while NATS, PostgreSQL and every enabled portfolio's
-connection accept orders. Event publishing, reconciliation and commands are wired here
-by the next slices of issue 4.
+connection accept orders. Each connection gets a :class:`BrokerEventPublisher` (broker
+events to JetStream, exactly once) and a :class:`Reconciler` (a broker snapshot after
+every (re)connect). Commands are wired here by the next slices of issue 4.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from ibflow.bus import ensure_stream
 from ibflow.bus.subjects import EVENTS_STREAM
 from ibflow.runtime import Runtime, Service, run
+from ibflow_gateway_bridge.events import BrokerEventPublisher
+from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.repository import load_enabled_portfolios
 from ibflow_gateway_bridge.settings import GatewayBridgeSettings
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
@@ -23,7 +26,8 @@ log = logging.getLogger("ibflow.gateway_bridge")
 
 
 async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
-    """One :class:`PortfolioConnection` worker (and readiness check) per enabled portfolio."""
+    """Per enabled portfolio: a :class:`PortfolioConnection` worker and readiness check,
+    its event publisher (a worker) and its reconciler."""
     js = rt.nats.jetstream()
     await ensure_stream(js, EVENTS_STREAM)
     portfolios = await load_enabled_portfolios(rt.pool)
@@ -36,7 +40,11 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
             timings=rt.settings.timings(),
             gateway_type=rt.settings.gateway_type,
         )
+        events = BrokerEventPublisher(config.id, js, connection)
+        reconciler = Reconciler(connection, events)
+        rt.add_worker(events, name=f"events-{config.id}")
         rt.add_worker(connection, name=f"ib-{config.id}")
+        rt.on_shutdown(reconciler.close)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
 
 

@@ -8,6 +8,11 @@ methods and plain callables as callbacks:
   failure into an :class:`IbConnectError`, including IB's 326 (client id in use), which
   ib_async itself would only notice when its own timeout expires;
 * :meth:`IbClient.current_time` is the heartbeat round trip (``reqCurrentTime``);
+* :meth:`IbClient.positions`, :meth:`~IbClient.open_orders`,
+  :meth:`~IbClient.completed_orders` and :meth:`~IbClient.executions` are the
+  reconciliation queries (each with a timeout; they return ib_async objects to map);
+* :meth:`IbClient.place_order`, :meth:`~IbClient.cancel_order` and
+  :meth:`~IbClient.modify_order` send orders (``orderRef`` = our client order id);
 * ``on_*`` register callbacks. Errors and disconnects arrive as plain values; order,
   execution, commission, position and account-value callbacks receive ib_async objects,
   meant to be handed straight to :mod:`ibflow_gateway_bridge.ib.mapping`.
@@ -22,9 +27,20 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
-from ib_async import IB, AccountValue, CommissionReport, Fill, Position, Trade
+from ib_async import (
+    IB,
+    AccountValue,
+    CommissionReport,
+    Contract,
+    Fill,
+    Order,
+    Position,
+    Trade,
+)
+from ib_async.util import UNSET_DOUBLE
 
 __all__ = [
     "CONNECT_FAILURE_CODES",
@@ -38,6 +54,7 @@ __all__ = [
     "Fill",
     "IbClient",
     "IbConnectError",
+    "IbOrderError",
     "OrderStatusCallback",
     "Position",
     "PositionCallback",
@@ -75,6 +92,10 @@ class IbConnectError(ConnectionError):
     def client_id_in_use(self) -> bool:
         """True for IB's 326: another API client holds this client id."""
         return self.code == CLIENT_ID_IN_USE
+
+
+class IbOrderError(ValueError):
+    """An order could not be sent: unknown contract, unknown order id, not connected."""
 
 
 def _safe(name: str, callback: Callable[..., None]) -> Callable[..., None]:
@@ -209,6 +230,147 @@ class IbClient:
         if answer.tzinfo is None:
             return answer.replace(tzinfo=UTC)
         return answer.astimezone(UTC)
+
+    # ------------------------------------------------------------------ queries
+
+    def _require_connected(self) -> None:
+        if not self._ib.isConnected():
+            raise ConnectionError("not connected")
+
+    async def positions(self, timeout: float) -> list[Position]:  # noqa: ASYNC109
+        """Every position of the managed accounts (``reqPositions``).
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds and
+        :class:`ConnectionError` when not connected: never an empty list for a failure.
+        """
+        self._require_connected()
+        return list(await asyncio.wait_for(self._ib.reqPositionsAsync(), timeout))
+
+    async def open_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
+        """Every open order of the account, of any client (``reqAllOpenOrders``)."""
+        self._require_connected()
+        return list(await asyncio.wait_for(self._ib.reqAllOpenOrdersAsync(), timeout))
+
+    async def completed_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
+        """Today's completed orders, API and manual (``reqCompletedOrders(apiOnly=False)``).
+
+        IB reports a completed order's filled quantity on the order, not in an order
+        status: the returned trades' ``orderStatus.filled``/``remaining``/``permId`` are
+        filled in from the order so they map like a live final status.
+        """
+        self._require_connected()
+        trades = list(await asyncio.wait_for(self._ib.reqCompletedOrdersAsync(False), timeout))
+        for trade in trades:
+            order, status = trade.order, trade.orderStatus
+            filled = order.filledQuantity
+            if filled != UNSET_DOUBLE:
+                status.filled = float(filled)
+                status.remaining = max(float(order.totalQuantity) - float(filled), 0.0)
+            status.permId = status.permId or order.permId
+            status.clientId = status.clientId or order.clientId
+        return trades
+
+    async def executions(self, timeout: float) -> list[Fill]:  # noqa: ASYNC109
+        """Today's executions (``reqExecutions``), each as the session's live
+        :class:`Fill`, whose ``commissionReport`` is updated when IB's report arrives."""
+        self._require_connected()
+        fills = await asyncio.wait_for(self._ib.reqExecutionsAsync(), timeout)
+        stored = self._ib.wrapper.fills
+        return [stored.get(fill.execution.execId, fill) for fill in fills]
+
+    def fill(self, exec_id: str) -> Fill | None:
+        """The session's fill of ``exec_id`` (with its latest commission report), if any."""
+        return self._ib.wrapper.fills.get(exec_id)
+
+    def account_values(self) -> list[AccountValue]:
+        """The latest account values ib_async holds (kept current by its account updates)."""
+        return list(self._ib.accountValues())
+
+    # ------------------------------------------------------------------ orders
+
+    async def place_order(
+        self,
+        *,
+        symbol: str,
+        action: str,
+        quantity: Decimal | int,
+        order_type: str = "MKT",
+        order_ref: str,
+        sec_type: str = "STK",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        lmt_price: Decimal | None = None,
+        aux_price: Decimal | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+        account: str = "",
+        transmit: bool = True,
+        parent_id: int = 0,
+        oca_group: str = "",
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> int:
+        """Qualify the contract, place the order with ``orderRef=order_ref``; its orderId.
+
+        ``action`` is ``BUY``/``SELL``; ``order_type`` IB's (``MKT``, ``LMT``, ``STP``,
+        ``STP LMT``, ``TRAIL``); prices are sent as given. Raises
+        :class:`IbOrderError` for a contract IB does not know, :class:`ConnectionError`
+        when not connected and :class:`TimeoutError` when qualifying takes too long.
+        The broker's verdict (acceptance, rejection) arrives as order status events.
+        """
+        self._require_connected()
+        contract = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
+        qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(contract), timeout)
+        if not qualified or not isinstance(qualified[0], Contract):
+            raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
+        order = Order(
+            action=action.upper(),
+            totalQuantity=float(quantity),
+            orderType=order_type,
+            tif=tif,
+            orderRef=order_ref,
+            outsideRth=outside_rth,
+            account=account,
+            transmit=transmit,
+            parentId=parent_id,
+            ocaGroup=oca_group,
+        )
+        if lmt_price is not None:
+            order.lmtPrice = float(lmt_price)
+        if aux_price is not None:
+            order.auxPrice = float(aux_price)
+        trade = self._ib.placeOrder(qualified[0], order)
+        return int(trade.order.orderId)
+
+    def _trade(self, order_id: int) -> Trade:
+        for trade in self._ib.trades():
+            if trade.order.orderId == order_id and trade.order.clientId == self._ib.client.clientId:
+                return trade
+        raise IbOrderError(f"no order {order_id} in this session")
+
+    def cancel_order(self, order_id: int) -> None:
+        """Ask IB to cancel order ``order_id`` of this session (the outcome is a status)."""
+        self._require_connected()
+        self._ib.cancelOrder(self._trade(order_id).order)
+
+    def modify_order(
+        self,
+        order_id: int,
+        *,
+        quantity: Decimal | None = None,
+        lmt_price: Decimal | None = None,
+        aux_price: Decimal | None = None,
+    ) -> None:
+        """Re-send order ``order_id`` with a new quantity and/or prices (the rest kept)."""
+        self._require_connected()
+        trade = self._trade(order_id)
+        order = trade.order
+        if quantity is not None:
+            order.totalQuantity = float(quantity)
+        if lmt_price is not None:
+            order.lmtPrice = float(lmt_price)
+        if aux_price is not None:
+            order.auxPrice = float(aux_price)
+        self._ib.placeOrder(trade.contract, order)
 
     # ------------------------------------------------------------------ callbacks
 
