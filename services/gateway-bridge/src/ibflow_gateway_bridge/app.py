@@ -10,6 +10,7 @@ every (re)connect). Commands are wired here by the next slices of issue 4.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -42,10 +43,33 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
         )
         events = BrokerEventPublisher(config.id, js, connection)
         reconciler = Reconciler(connection, events)
-        rt.add_worker(events, name=f"events-{config.id}")
-        rt.add_worker(connection, name=f"ib-{config.id}")
+        rt.add_worker(PortfolioWorker(connection, events), name=f"ib-{config.id}")
         rt.on_shutdown(reconciler.close)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
+
+
+class PortfolioWorker:
+    """A portfolio's connection and its event publisher, stopped in that order.
+
+    The connection stops first (its last events, the final ``disconnected`` state
+    included, are queued), then the publisher drains its queue: nothing the broker said
+    is left unpublished at shutdown.
+    """
+
+    def __init__(self, connection: PortfolioConnection, events: BrokerEventPublisher) -> None:
+        self.connection = connection
+        self.events = events
+
+    async def run(self) -> None:
+        """Run both until stopped; either one failing fails the worker."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.events.run())
+            group.create_task(self.connection.run())
+
+    async def stop(self) -> None:
+        """Stop the connection, then let the publisher drain and stop."""
+        await self.connection.stop()
+        self.events.stop()
 
 
 def _accepts_orders(connection: PortfolioConnection) -> Callable[[], bool]:
