@@ -5,7 +5,8 @@ table is order-manager's) and runs one supervised IB connection per portfolio as
 worker; ``/readyz`` is ready only while NATS, PostgreSQL and every enabled portfolio's
 connection accept orders. Each connection gets a :class:`BrokerEventPublisher` (broker
 events to JetStream, exactly once) and a :class:`Reconciler` (a broker snapshot after
-every (re)connect). Commands are wired here by the next slices of issue 4.
+every (re)connect) and :class:`BrokerCommands` (place/cancel/modify/refresh over NATS
+request/reply, every broker message through the portfolio's :class:`Pacer`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from ibflow.bus import ensure_stream
 from ibflow.bus.subjects import EVENTS_STREAM
 from ibflow.runtime import Runtime, Service, run
+from ibflow_gateway_bridge.commands import BrokerCommands
 from ibflow_gateway_bridge.events import BrokerEventPublisher
+from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.repository import load_enabled_portfolios
 from ibflow_gateway_bridge.settings import GatewayBridgeSettings
@@ -43,31 +46,46 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
         )
         events = BrokerEventPublisher(config.id, js, connection)
         reconciler = Reconciler(connection, events)
-        rt.add_worker(PortfolioWorker(connection, events), name=f"ib-{config.id}")
+        pacer = Pacer(config.id)
+        commands = BrokerCommands(config.id, rt.nats, connection, pacer, reconciler=reconciler)
+        rt.add_worker(PortfolioWorker(connection, events, commands), name=f"ib-{config.id}")
         rt.on_shutdown(reconciler.close)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
 
 
 class PortfolioWorker:
-    """A portfolio's connection and its event publisher, stopped in that order.
+    """A portfolio's command handlers, connection and event publisher, stopped in that order.
 
-    The connection stops first (its last events, the final ``disconnected`` state
+    The command handlers are subscribed before the connection starts (they refuse with
+    ``not_ready`` until it is ready) and unsubscribed first at shutdown. The connection
+    stops next (its last events, the final ``disconnected`` state
     included, are queued), then the publisher drains its queue: nothing the broker said
     is left unpublished at shutdown.
     """
 
-    def __init__(self, connection: PortfolioConnection, events: BrokerEventPublisher) -> None:
+    def __init__(
+        self,
+        connection: PortfolioConnection,
+        events: BrokerEventPublisher,
+        commands: BrokerCommands | None = None,
+    ) -> None:
         self.connection = connection
         self.events = events
+        self.commands = commands
 
     async def run(self) -> None:
-        """Run both until stopped; either one failing fails the worker."""
+        """Subscribe the commands, run connection and publisher until stopped; either
+        one failing fails the worker."""
+        if self.commands is not None:
+            await self.commands.start()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.events.run())
             group.create_task(self.connection.run())
 
     async def stop(self) -> None:
-        """Stop the connection, then let the publisher drain and stop."""
+        """Stop taking commands, stop the connection, then let the publisher drain and stop."""
+        if self.commands is not None:
+            await self.commands.stop()
         await self.connection.stop()
         self.events.stop()
 

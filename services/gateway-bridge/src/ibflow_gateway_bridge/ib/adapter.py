@@ -122,6 +122,7 @@ class IbClient:
         self._error_callbacks: list[ErrorCallback] = []
         self._disconnected_callbacks: list[DisconnectedCallback] = []
         self._socket_callbacks: list[SocketConnectedCallback] = []
+        self._contracts: dict[tuple[str, str, str, str], Contract] = {}
         self._ib.errorEvent += self._handle_error
         self._ib.disconnectedEvent += self._handle_disconnected
         self._ib.client.apiStart += self._handle_api_start
@@ -301,6 +302,8 @@ class IbClient:
         currency: str = "USD",
         lmt_price: Decimal | None = None,
         aux_price: Decimal | None = None,
+        trailing_percent: Decimal | None = None,
+        trail_stop_price: Decimal | None = None,
         tif: str = "DAY",
         outside_rth: bool = False,
         account: str = "",
@@ -312,16 +315,22 @@ class IbClient:
         """Qualify the contract, place the order with ``orderRef=order_ref``; its orderId.
 
         ``action`` is ``BUY``/``SELL``; ``order_type`` IB's (``MKT``, ``LMT``, ``STP``,
-        ``STP LMT``, ``TRAIL``); prices are sent as given. Raises
+        ``STP LMT``, ``TRAIL``); prices are sent as given (``TRAIL``: ``aux_price`` is
+        the trailing amount, or ``trailing_percent``; ``trail_stop_price`` the initial
+        stop). A contract is qualified once per client and cached. Raises
         :class:`IbOrderError` for a contract IB does not know, :class:`ConnectionError`
         when not connected and :class:`TimeoutError` when qualifying takes too long.
         The broker's verdict (acceptance, rejection) arrives as order status events.
         """
         self._require_connected()
-        contract = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
-        qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(contract), timeout)
-        if not qualified or not isinstance(qualified[0], Contract):
-            raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
+        key = (symbol.upper(), sec_type, exchange, currency)
+        contract = self._contracts.get(key)
+        if contract is None:
+            wanted = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
+            qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(wanted), timeout)
+            if not qualified or not isinstance(qualified[0], Contract):
+                raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
+            contract = self._contracts[key] = qualified[0]
         order = Order(
             action=action.upper(),
             totalQuantity=float(quantity),
@@ -338,8 +347,29 @@ class IbClient:
             order.lmtPrice = float(lmt_price)
         if aux_price is not None:
             order.auxPrice = float(aux_price)
-        trade = self._ib.placeOrder(qualified[0], order)
+        if trailing_percent is not None:
+            order.trailingPercent = float(trailing_percent)
+        if trail_stop_price is not None:
+            order.trailStopPrice = float(trail_stop_price)
+        trade = self._ib.placeOrder(contract, order)
         return int(trade.order.orderId)
+
+    def knows_contract(
+        self, symbol: str, sec_type: str = "STK", exchange: str = "SMART", currency: str = "USD"
+    ) -> bool:
+        """Whether :meth:`place_order` has this contract qualified already (one message
+        to IB instead of two)."""
+        return (symbol.upper(), sec_type, exchange, currency) in self._contracts
+
+    @property
+    def own_client_id(self) -> int:
+        """The client id of this API session (orders it may cancel and modify)."""
+        return int(self._ib.client.clientId)
+
+    def trades_by_ref(self, order_ref: str) -> list[Trade]:
+        """The trades this session knows with ``orderRef == order_ref``: placed in this
+        session, or loaded by the startup sync and later open/completed order queries."""
+        return [trade for trade in self._ib.trades() if trade.order.orderRef == order_ref]
 
     def _trade(self, order_id: int) -> Trade:
         for trade in self._ib.trades():
