@@ -6,7 +6,9 @@ worker; ``/readyz`` is ready only while NATS, PostgreSQL and every enabled portf
 connection accept orders. Each connection gets a :class:`BrokerEventPublisher` (broker
 events to JetStream, exactly once) and a :class:`Reconciler` (a broker snapshot after
 every (re)connect) and :class:`BrokerCommands` (place/cancel/modify/refresh over NATS
-request/reply, every broker message through the portfolio's :class:`Pacer`).
+request/reply, every broker message through the portfolio's :class:`Pacer`) and
+:class:`MarketDataFeed` (market data subscriptions, ticks on core NATS, replayed after
+reconnects and 1101).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ibflow.bus.subjects import EVENTS_STREAM
 from ibflow.runtime import Runtime, Service, run
 from ibflow_gateway_bridge.commands import BrokerCommands
 from ibflow_gateway_bridge.events import BrokerEventPublisher
+from ibflow_gateway_bridge.market_data import MarketDataFeed
 from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.repository import load_enabled_portfolios
@@ -48,7 +51,10 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
         reconciler = Reconciler(connection, events)
         pacer = Pacer(config.id)
         commands = BrokerCommands(config.id, rt.nats, connection, pacer, reconciler=reconciler)
-        rt.add_worker(PortfolioWorker(connection, events, commands), name=f"ib-{config.id}")
+        feed = MarketDataFeed(config.id, rt.nats, connection, pacer)
+        rt.add_worker(
+            PortfolioWorker(connection, events, commands, market_data=feed), name=f"ib-{config.id}"
+        )
         rt.on_shutdown(reconciler.close)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
 
@@ -56,11 +62,11 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
 class PortfolioWorker:
     """A portfolio's command handlers, connection and event publisher, stopped in that order.
 
-    The command handlers are subscribed before the connection starts (they refuse with
-    ``not_ready`` until it is ready) and unsubscribed first at shutdown. The connection
-    stops next (its last events, the final ``disconnected`` state
-    included, are queued), then the publisher drains its queue: nothing the broker said
-    is left unpublished at shutdown.
+    The command handlers (the market data feed's too) are subscribed before the
+    connection starts (they refuse with ``not_ready`` until it is ready) and unsubscribed
+    first at shutdown. The connection stops next (its last events, the final
+    ``disconnected`` state included, are queued), then the publisher drains its queue:
+    nothing the broker said is left unpublished at shutdown.
     """
 
     def __init__(
@@ -68,22 +74,29 @@ class PortfolioWorker:
         connection: PortfolioConnection,
         events: BrokerEventPublisher,
         commands: BrokerCommands | None = None,
+        *,
+        market_data: MarketDataFeed | None = None,
     ) -> None:
         self.connection = connection
         self.events = events
         self.commands = commands
+        self.market_data = market_data
 
     async def run(self) -> None:
         """Subscribe the commands, run connection and publisher until stopped; either
         one failing fails the worker."""
         if self.commands is not None:
             await self.commands.start()
+        if self.market_data is not None:
+            await self.market_data.start()
         async with asyncio.TaskGroup() as group:
             group.create_task(self.events.run())
             group.create_task(self.connection.run())
 
     async def stop(self) -> None:
         """Stop taking commands, stop the connection, then let the publisher drain and stop."""
+        if self.market_data is not None:
+            await self.market_data.stop()
         if self.commands is not None:
             await self.commands.stop()
         await self.connection.stop()

@@ -13,6 +13,10 @@ methods and plain callables as callbacks:
   reconciliation queries (each with a timeout; they return ib_async objects to map);
 * :meth:`IbClient.place_order`, :meth:`~IbClient.cancel_order` and
   :meth:`~IbClient.modify_order` send orders (``orderRef`` = our client order id);
+* :meth:`IbClient.subscribe_ticks` / :meth:`~IbClient.unsubscribe_ticks` stream a
+  symbol's top of book (``reqMktData``/``cancelMktData``); :meth:`~IbClient.forget_ticks`
+  drops a handle whose line is already gone (reconnect, 1101) without a message to IB;
+  ticks reach :meth:`~IbClient.on_tick` callbacks as plain :class:`MarketTick` values;
 * ``on_*`` register callbacks. Errors and disconnects arrive as plain values; order,
   execution, commission, position and account-value callbacks receive ib_async objects,
   meant to be handed straight to :mod:`ibflow_gateway_bridge.ib.mapping`.
@@ -25,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
@@ -38,6 +44,7 @@ from ib_async import (
     Fill,
     Order,
     Position,
+    Ticker,
     Trade,
 )
 from ib_async.util import UNSET_DOUBLE
@@ -55,10 +62,13 @@ __all__ = [
     "IbClient",
     "IbConnectError",
     "IbOrderError",
+    "MarketTick",
     "OrderStatusCallback",
     "Position",
     "PositionCallback",
     "SocketConnectedCallback",
+    "TickCallback",
+    "TickHandle",
     "Trade",
 ]
 
@@ -78,6 +88,30 @@ ExecutionCallback: TypeAlias = Callable[[Trade, Fill], None]
 CommissionCallback: TypeAlias = Callable[[Trade, Fill, CommissionReport], None]
 PositionCallback: TypeAlias = Callable[[Position], None]
 AccountValueCallback: TypeAlias = Callable[[AccountValue], None]
+TickHandle: TypeAlias = int
+"""A market data subscription of :meth:`IbClient.subscribe_ticks`."""
+
+_DELAYED_DATA_TYPES: Final = frozenset({3, 4})
+
+
+@dataclass(frozen=True, slots=True)
+class MarketTick:
+    """A symbol's top of book and last trade after a tick; ``None`` for what IB has not
+    sent (or sent as "none", e.g. ``-1``). ``time`` is when the tick arrived (UTC)."""
+
+    symbol: str
+    con_id: int | None
+    bid: Decimal | None
+    ask: Decimal | None
+    last: Decimal | None
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+    last_size: Decimal | None
+    time: datetime
+    delayed: bool
+
+
+TickCallback: TypeAlias = Callable[[MarketTick], None]
 
 
 class IbConnectError(ConnectionError):
@@ -123,6 +157,9 @@ class IbClient:
         self._disconnected_callbacks: list[DisconnectedCallback] = []
         self._socket_callbacks: list[SocketConnectedCallback] = []
         self._contracts: dict[tuple[str, str, str, str], Contract] = {}
+        self._tick_callbacks: list[TickCallback] = []
+        self._tickers: dict[TickHandle, tuple[Ticker, Callable[[Ticker], None]]] = {}
+        self._next_handle: TickHandle = 0
         self._ib.errorEvent += self._handle_error
         self._ib.disconnectedEvent += self._handle_disconnected
         self._ib.client.apiStart += self._handle_api_start
@@ -323,14 +360,7 @@ class IbClient:
         The broker's verdict (acceptance, rejection) arrives as order status events.
         """
         self._require_connected()
-        key = (symbol.upper(), sec_type, exchange, currency)
-        contract = self._contracts.get(key)
-        if contract is None:
-            wanted = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
-            qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(wanted), timeout)
-            if not qualified or not isinstance(qualified[0], Contract):
-                raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
-            contract = self._contracts[key] = qualified[0]
+        contract = await self._qualify(symbol, sec_type, exchange, currency, timeout)
         order = Order(
             action=action.upper(),
             totalQuantity=float(quantity),
@@ -353,6 +383,24 @@ class IbClient:
             order.trailStopPrice = float(trail_stop_price)
         trade = self._ib.placeOrder(contract, order)
         return int(trade.order.orderId)
+
+    async def _qualify(
+        self,
+        symbol: str,
+        sec_type: str,
+        exchange: str,
+        currency: str,
+        timeout: float,  # noqa: ASYNC109
+    ) -> Contract:
+        key = (symbol.upper(), sec_type, exchange, currency)
+        contract = self._contracts.get(key)
+        if contract is None:
+            wanted = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
+            qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(wanted), timeout)
+            if not qualified or not isinstance(qualified[0], Contract):
+                raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
+            contract = self._contracts[key] = qualified[0]
+        return contract
 
     def knows_contract(
         self, symbol: str, sec_type: str = "STK", exchange: str = "SMART", currency: str = "USD"
@@ -402,7 +450,79 @@ class IbClient:
             order.auxPrice = float(aux_price)
         self._ib.placeOrder(trade.contract, order)
 
+    # ------------------------------------------------------------------ market data
+
+    async def subscribe_ticks(
+        self,
+        symbol: str,
+        *,
+        exchange: str = "SMART",
+        currency: str = "USD",
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> TickHandle:
+        """Qualify the stock (once, cached) and stream its ticks (``reqMktData``).
+
+        Every update reaches the :meth:`on_tick` callbacks as a :class:`MarketTick` of
+        ``symbol`` (upper case). Raises :class:`IbOrderError` for a contract IB does not
+        know, :class:`ConnectionError` when not connected and :class:`TimeoutError` when
+        qualifying takes too long.
+        """
+        self._require_connected()
+        contract = await self._qualify(symbol, "STK", exchange, currency, timeout)
+        self._require_connected()
+        ticker = self._ib.reqMktData(contract)
+        name = symbol.upper()
+
+        def listener(updated: Ticker) -> None:
+            self._emit_tick(name, updated)
+
+        ticker.updateEvent += listener
+        self._next_handle += 1
+        self._tickers[self._next_handle] = (ticker, listener)
+        return self._next_handle
+
+    def unsubscribe_ticks(self, handle: TickHandle) -> None:
+        """Stop the stream of ``handle`` (``cancelMktData`` when connected); idempotent."""
+        ticker = self.forget_ticks(handle)
+        if ticker is not None and ticker.contract is not None and self._ib.isConnected():
+            self._ib.cancelMktData(ticker.contract)
+
+    def forget_ticks(self, handle: TickHandle) -> Ticker | None:
+        """Stop delivering the ticks of ``handle`` without telling IB (its line is gone:
+        reconnect, 1101); returns its ticker (``None`` for an unknown handle)."""
+        entry = self._tickers.pop(handle, None)
+        if entry is None:
+            return None
+        ticker, listener = entry
+        ticker.updateEvent -= listener
+        return ticker
+
+    def _emit_tick(self, symbol: str, ticker: Ticker) -> None:
+        received = ticker.time or datetime.now(UTC)
+        received = (
+            received.replace(tzinfo=UTC) if received.tzinfo is None else received.astimezone(UTC)
+        )
+        con_id = ticker.contract.conId if ticker.contract is not None else 0
+        tick = MarketTick(
+            symbol=symbol,
+            con_id=con_id or None,
+            bid=_price(ticker.bid),
+            ask=_price(ticker.ask),
+            last=_price(ticker.last),
+            bid_size=_size(ticker.bidSize),
+            ask_size=_size(ticker.askSize),
+            last_size=_size(ticker.lastSize),
+            time=received,
+            delayed=ticker.marketDataType in _DELAYED_DATA_TYPES,
+        )
+        for callback in list(self._tick_callbacks):
+            _safe("tick", callback)(tick)
+
     # ------------------------------------------------------------------ callbacks
+
+    def on_tick(self, callback: TickCallback) -> None:
+        """Call ``callback(tick)`` for every update of a :meth:`subscribe_ticks` stream."""
+        self._tick_callbacks.append(callback)
 
     def on_error(self, callback: ErrorCallback) -> None:
         """Call ``callback(req_id, code, message)`` for every error or notice IB sends."""
@@ -464,3 +584,17 @@ class IbClient:
             return
         for callback in list(self._disconnected_callbacks):
             _safe("disconnected", callback)()
+
+
+def _price(value: float | None) -> Decimal | None:
+    """IB's price, or ``None`` for "no price" (unset, NaN, ``-1``/``0``)."""
+    if value is None or math.isnan(value) or value <= 0:
+        return None
+    return Decimal(str(value))
+
+
+def _size(value: float | None) -> Decimal | None:
+    """IB's size, or ``None`` for "no size" (unset, NaN, negative)."""
+    if value is None or math.isnan(value) or value < 0:
+        return None
+    return Decimal(str(value))

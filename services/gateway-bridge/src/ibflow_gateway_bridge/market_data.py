@@ -1,0 +1,346 @@
+"""Live prices of one portfolio's connection: subscription commands and tick publishing.
+
+:class:`MarketDataFeed` answers :class:`SubscribeMarketData` and
+:class:`UnsubscribeMarketData` on ``ibflow.bus.subjects.SUBSCRIBE_MARKET_DATA`` /
+``UNSUBSCRIBE_MARKET_DATA`` with ``ibflow.bus.serve`` (queue group ``gateway-bridge``)
+and publishes every tick as a :class:`MarketDataTick` on core NATS
+``subjects.market_data(symbol)`` (market data, not persisted: no JetStream).
+
+* **Who holds what** is a :class:`SubscriptionRegistry`: the holder is the command's
+  ``requested_by``; each (re)subscription leases the symbol for ``lease_seconds``
+  (60 s by default: the contracts carry no lease, so a requester renews by sending
+  the same subscribe again). IB is asked for a symbol (``reqMktData``, paced) when its
+  first holder arrives and told to stop (``cancelMktData``) when its last one leaves,
+  by unsubscribing or by letting the lease run out (checked every
+  ``expire_interval`` seconds).
+* Refusals: ``not_ready`` with the connection state while it does not accept orders;
+  ``not_found`` for another portfolio; ``invalid_request`` naming an unknown symbol;
+  ``refused`` with the registry's reason at the line limit. A refused or failed
+  command leaves no new subscription behind.
+* **Replay** (ib-failure-modes #4): after a (re)connect reaches ``ready``/``degraded``
+  the old lines are dead (forgotten without a message to IB) and after a 1101 or a
+  data farm coming back (``transition.resubscribe``) IB dropped them (cancelled, then
+  requested again): every :meth:`SubscriptionRegistry.active` symbol is requested
+  anew, no new subscribe command needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel
+
+from ibflow.bus import serve
+from ibflow.bus.errors import Reject, RemoteError
+from ibflow.bus.subjects import SUBSCRIBE_MARKET_DATA, UNSUBSCRIBE_MARKET_DATA, market_data
+from ibflow.contracts.enums import ConnectionState
+from ibflow.contracts.market_data import (
+    MarketDataRequest,
+    MarketDataTick,
+    SubscribeMarketData,
+    UnsubscribeMarketData,
+)
+from ibflow.contracts.replies import INVALID_REQUEST, NOT_FOUND, NOT_READY, TIMEOUT, CommandAccepted
+from ibflow_gateway_bridge.domain.connection import Transition
+from ibflow_gateway_bridge.domain.subscriptions import (
+    SubscribeOutcome,
+    SubscriptionRegistry,
+    normalise_symbol,
+)
+from ibflow_gateway_bridge.ib import IbClient, IbOrderError
+from ibflow_gateway_bridge.ib.adapter import MarketTick, TickHandle
+from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
+from ibflow_gateway_bridge.supervisor import PortfolioConnection
+
+__all__ = ["DEFAULT_LEASE_SECONDS", "MarketDataFeed"]
+
+log = logging.getLogger("ibflow.gateway_bridge.market_data")
+
+QUEUE_GROUP: Final = "gateway-bridge"
+DEFAULT_LEASE_SECONDS: Final = 60.0
+"""How long a subscription lasts unless the requester subscribes again."""
+
+_ACCEPTING: Final = frozenset({ConnectionState.READY, ConnectionState.DEGRADED})
+_LINES_GONE: Final = frozenset(
+    {ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.SYNCHRONISING}
+)
+_TICK_QUEUE: Final = 10_000
+
+_Q = TypeVar("_Q", bound=BaseModel)
+
+
+class MarketDataFeed:
+    """Market data subscriptions of one portfolio's connection (start/stop with its worker)."""
+
+    def __init__(
+        self,
+        portfolio_id: str,
+        nc: NatsClient,
+        connection: PortfolioConnection,
+        pacer: Pacer,
+        registry: SubscriptionRegistry | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        expire_interval: float = 5.0,
+        query_timeout: float = 5.0,
+        concurrency: int = 4,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.portfolio_id = portfolio_id
+        self.registry = registry if registry is not None else SubscriptionRegistry()
+        self._nc = nc
+        self._connection = connection
+        self._pacer = pacer
+        self._lease = lease_seconds
+        self._expire_interval = expire_interval
+        self._query_timeout = query_timeout
+        self._concurrency = concurrency
+        self._clock = clock
+        self._handles: dict[str, TickHandle] = {}
+        self._lock = asyncio.Lock()
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ticks: asyncio.Queue[MarketDataTick] = asyncio.Queue(_TICK_QUEUE)
+        self._replay_pending = False
+        self._lines_dead = False
+        self._replay_task: asyncio.Task[None] | None = None
+        connection.on_transition(self._on_transition)
+        connection.client.on_tick(self._on_tick)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Subscribe the two command subjects; start tick publishing and lease expiry."""
+        for _ in range(self._concurrency):
+            await self._serve(SUBSCRIBE_MARKET_DATA, SubscribeMarketData, self.subscribe)
+            await self._serve(UNSUBSCRIBE_MARKET_DATA, UnsubscribeMarketData, self.unsubscribe)
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name=f"md-pub-{self.portfolio_id}"),
+            asyncio.create_task(self._expire_loop(), name=f"md-expire-{self.portfolio_id}"),
+        ]
+
+    async def stop(self) -> None:
+        """Unsubscribe the commands, stop the background tasks; idempotent."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for sub in subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        tasks, self._tasks = self._tasks, []
+        if self._replay_task is not None:
+            tasks.append(self._replay_task)
+            self._replay_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _serve(
+        self, subject: str, model: type[_Q], handler: Callable[[_Q], Awaitable[BaseModel]]
+    ) -> None:
+        self._subscriptions.append(
+            await serve(self._nc, subject, model, handler, queue=QUEUE_GROUP)
+        )
+
+    # ------------------------------------------------------------------ handlers
+
+    async def subscribe(self, cmd: SubscribeMarketData) -> CommandAccepted:
+        """Hold every symbol for ``cmd.requested_by`` (renewing its lease); request the
+        new ones from IB. All or nothing: a refusal undoes this command's new holdings."""
+        self._check(cmd)
+        holder = cmd.requested_by
+        async with self._lock:
+            self._check(cmd)
+            added: list[str] = []
+            renewed: list[str] = []
+            try:
+                for raw in cmd.symbols:
+                    result = self.registry.subscribe(raw, holder, self._now(), self._lease)
+                    if result.outcome is SubscribeOutcome.REFUSED:
+                        raise Reject(result.reason or f"cannot subscribe {result.symbol}")
+                    if result.outcome is SubscribeOutcome.ACTIVE:
+                        renewed.append(result.symbol)
+                        continue
+                    added.append(result.symbol)
+                    await self._request(result.symbol)
+            except BaseException:
+                for symbol in added:
+                    if self.registry.unsubscribe(symbol, holder):
+                        await self._cancel(symbol)
+                raise
+        parts = []
+        if added:
+            parts.append(f"subscribed {', '.join(added)}")
+        if renewed:
+            parts.append(f"renewed {', '.join(renewed)}")
+        return CommandAccepted.of(
+            cmd, detail=f"{'; '.join(parts)} for {holder} (lease {self._lease:g}s)"
+        )
+
+    async def unsubscribe(self, cmd: UnsubscribeMarketData) -> CommandAccepted:
+        """Drop ``cmd.requested_by``'s holdings; cancel the symbols nobody holds any more."""
+        self._check(cmd)
+        cancelled: list[str] = []
+        async with self._lock:
+            for raw in cmd.symbols:
+                symbol = normalise_symbol(raw)
+                if self.registry.unsubscribe(symbol, cmd.requested_by):
+                    await self._cancel(symbol)
+                    cancelled.append(symbol)
+        detail = f"released {', '.join(normalise_symbol(s) for s in cmd.symbols)}"
+        if cancelled:
+            detail += f"; cancelled {', '.join(cancelled)}"
+        return CommandAccepted.of(cmd, detail=detail)
+
+    async def expire(self, now: float) -> list[str]:
+        """Drop the leases ended at ``now``; cancel (and return) the orphaned symbols."""
+        async with self._lock:
+            orphaned = self.registry.expire(now)
+            for symbol in orphaned:
+                await self._cancel(symbol)
+        if orphaned:
+            log.info("%s: leases expired, cancelled %s", self.portfolio_id, ", ".join(orphaned))
+        return orphaned
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def _client(self) -> IbClient:
+        return self._connection.client
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _check(self, cmd: MarketDataRequest) -> None:
+        if cmd.portfolio_id is not None and cmd.portfolio_id != self.portfolio_id:
+            raise RemoteError(
+                NOT_FOUND,
+                f"portfolio_id: {cmd.portfolio_id!r} is not served here ({self.portfolio_id!r})",
+            )
+        if not self._connection.accepts_orders:
+            state = self._connection.state.value
+            raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id} is {state}")
+
+    async def _request(self, symbol: str) -> None:
+        """Paced ``reqMktData`` of ``symbol`` (its handle remembered); typed errors."""
+        client = self._client
+        try:
+            await self._pacer.acquire(1 if client.knows_contract(symbol) else 2)
+            self._handles[symbol] = await client.subscribe_ticks(
+                symbol, timeout=self._query_timeout
+            )
+        except IbOrderError:
+            raise RemoteError(INVALID_REQUEST, f"symbols: unknown symbol {symbol}") from None
+        except TimeoutError:
+            raise RemoteError(
+                TIMEOUT, f"IB did not qualify {symbol} within {self._query_timeout:g}s"
+            ) from None
+        except (ConnectionError, PacerClosed) as exc:
+            raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id}: {exc}") from None
+
+    async def _cancel(self, symbol: str) -> None:
+        """Paced ``cancelMktData`` of ``symbol`` (only forgotten if the pacer is closed)."""
+        handle = self._handles.pop(symbol, None)
+        if handle is None:
+            return
+        try:
+            await self._pacer.acquire()
+        except PacerClosed:
+            self._client.forget_ticks(handle)
+            return
+        self._client.unsubscribe_ticks(handle)
+
+    def _on_transition(self, transition: Transition) -> None:
+        if transition.current in _LINES_GONE:
+            self._lines_dead = True
+            self._replay_pending = True
+        if transition.resubscribe:
+            self._replay_pending = True
+        if transition.current in _ACCEPTING and self._replay_pending:
+            self._replay_pending = False
+            if self._replay_task is None or self._replay_task.done():
+                self._replay_task = asyncio.create_task(
+                    self._replay(), name=f"md-replay-{self.portfolio_id}"
+                )
+            else:
+                self._replay_pending = True  # picked up when the running replay ends
+
+    async def _replay(self) -> None:
+        """Request every active symbol anew (again while more replays were asked for)."""
+        while True:
+            async with self._lock:
+                try:
+                    await self._replay_once()
+                except (ConnectionError, PacerClosed, TimeoutError) as exc:
+                    log.warning("%s: replay stopped: %r", self.portfolio_id, exc)
+                    return  # the next (re)connect replays again
+            if not self._replay_pending or not self._connection.accepts_orders:
+                return
+            self._replay_pending = False
+
+    async def _replay_once(self) -> None:
+        dead, self._lines_dead = self._lines_dead, False
+        symbols = self.registry.active()
+        for symbol in symbols:
+            handle = self._handles.pop(symbol, None)
+            if handle is None:
+                continue
+            if dead:
+                self._client.forget_ticks(handle)
+            else:
+                await self._pacer.acquire()
+                self._client.unsubscribe_ticks(handle)
+        if symbols:
+            log.info("%s: replaying market data of %s", self.portfolio_id, ", ".join(symbols))
+        for symbol in symbols:
+            await self._pacer.acquire(1 if self._client.knows_contract(symbol) else 2)
+            try:
+                self._handles[symbol] = await self._client.subscribe_ticks(
+                    symbol, timeout=self._query_timeout
+                )
+            except IbOrderError as exc:
+                log.error("%s: cannot replay %s: %s", self.portfolio_id, symbol, exc)
+
+    def _on_tick(self, tick: MarketTick) -> None:
+        if tick.symbol not in self._handles:
+            return
+        event = MarketDataTick(
+            symbol=tick.symbol,
+            con_id=tick.con_id,
+            bid=tick.bid,
+            ask=tick.ask,
+            last=tick.last,
+            bid_size=tick.bid_size,
+            ask_size=tick.ask_size,
+            last_size=tick.last_size,
+            delayed=tick.delayed,
+            ts_event=tick.time,
+        )
+        try:
+            self._ticks.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("%s: tick queue full, tick of %s dropped", self.portfolio_id, tick.symbol)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            tick = await self._ticks.get()
+            try:
+                await self._nc.publish(market_data(tick.symbol), tick.model_dump_json().encode())
+            except Exception as exc:
+                log.warning(
+                    "%s: cannot publish tick of %s: %r", self.portfolio_id, tick.symbol, exc
+                )
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._expire_interval)
+            try:
+                await self.expire(self._now())
+            except Exception:
+                log.exception("%s: lease expiry failed", self.portfolio_id)

@@ -1,0 +1,300 @@
+"""Market data over NATS: REAL gateway-sim over TCP, REAL nats-server, no mocks.
+
+Subscribe/unsubscribe commands go through ``ibflow.bus.request``; ticks are read from a
+core NATS subscription on ``subjects.market_data(symbol)``; the simulator's sessions
+show which lines IB (the simulator) holds. Prices are moved with ``faults.set_price``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from ibflow.bus import request, subjects
+from ibflow.bus.errors import RemoteError
+from ibflow.contracts.enums import ConnectionState
+from ibflow.contracts.market_data import MarketDataTick, SubscribeMarketData, UnsubscribeMarketData
+from ibflow.contracts.replies import INVALID_REQUEST, NOT_READY, CommandAccepted
+from ibflow_gateway_bridge.domain.subscriptions import SubscriptionRegistry
+from ibflow_gateway_bridge.market_data import MarketDataFeed
+from ibflow_gateway_bridge.pacing import Pacer
+from ibflow_gateway_sim.server import GatewaySimulator
+
+from .conftest import Bridge, ConnectionEvents, portfolio_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def start_feed(nc: NatsClient) -> AsyncIterator[Callable[..., Any]]:
+    """``await start_feed(bridge, **kw)`` → a started :class:`MarketDataFeed` (stopped after)."""
+    started: list[MarketDataFeed] = []
+
+    async def _start(bridge: Bridge, **kw: Any) -> MarketDataFeed:
+        p = bridge.connection.portfolio_id
+        feed = MarketDataFeed(p, nc, bridge.connection, Pacer(p), query_timeout=3.0, **kw)
+        await feed.start()
+        started.append(feed)
+        return feed
+
+    yield _start
+    for feed in started:
+        await feed.stop()
+
+
+class Ticks:
+    """Every ``MarketDataTick`` published on a symbol's subject."""
+
+    def __init__(self) -> None:
+        self.ticks: list[MarketDataTick] = []
+
+    async def handle(self, msg: Msg) -> None:
+        self.ticks.append(MarketDataTick.model_validate_json(msg.data))
+
+    async def wait_last(self, price: str, within: float = 5.0) -> MarketDataTick:
+        deadline = time.monotonic() + within
+        while True:
+            for tick in self.ticks:
+                if tick.last == Decimal(price):
+                    return tick
+            if time.monotonic() > deadline:
+                seen = [str(t.last) for t in self.ticks]
+                raise AssertionError(f"no tick with last={price} within {within}s: {seen}")
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def ticks(nc: NatsClient) -> AsyncIterator[Ticks]:
+    collector = Ticks()
+    sub = await nc.subscribe(subjects.market_data("AAPL"), cb=collector.handle)
+    yield collector
+    await sub.unsubscribe()
+
+
+def _subscribe(p: str, *symbols: str, by: str = "tester") -> SubscribeMarketData:
+    return SubscribeMarketData(portfolio_id=p, symbols=symbols, requested_by=by)
+
+
+def _unsubscribe(p: str, *symbols: str, by: str = "tester") -> UnsubscribeMarketData:
+    return UnsubscribeMarketData(portfolio_id=p, symbols=symbols, requested_by=by)
+
+
+async def _send(
+    nc: NatsClient, cmd: SubscribeMarketData | UnsubscribeMarketData
+) -> CommandAccepted:
+    subject = (
+        subjects.SUBSCRIBE_MARKET_DATA
+        if isinstance(cmd, SubscribeMarketData)
+        else subjects.UNSUBSCRIBE_MARKET_DATA
+    )
+    return await request(nc, subject, cmd, CommandAccepted, timeout=5.0)
+
+
+def _sim_lines(sim: GatewaySimulator) -> list[str]:
+    return sorted(
+        sub.instrument.symbol for session in sim.sessions() for sub in session.market_data.values()
+    )
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.01)
+
+
+async def test_subscribe_streams_ticks_on_core_nats(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md1"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=41))
+    await start_feed(bridge)
+    await bridge.wait_ready()
+
+    accepted = await _send(nc, _subscribe(p, "aapl"))
+
+    assert accepted.detail is not None
+    assert "subscribed AAPL" in accepted.detail
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+    gateway_sim.faults.set_price("AAPL", "191.25")
+    tick = await ticks.wait_last("191.25")
+    assert tick.symbol == "AAPL"
+    assert tick.con_id == 265598
+    assert tick.bid is not None
+    assert tick.ask is not None
+    assert tick.bid < tick.ask
+    assert tick.delayed is False
+    # Subscribing again renews the lease: no second line at IB.
+    again = await _send(nc, _subscribe(p, "AAPL"))
+    assert again.detail is not None
+    assert "renewed AAPL" in again.detail
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+
+
+async def test_market_data_resumes_after_1101_without_a_new_subscribe(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    connection_events: ConnectionEvents,
+    ticks: Ticks,
+) -> None:
+    p = "md2"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=42))
+    await start_feed(bridge)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+    gateway_sim.faults.set_price("AAPL", "191.00")
+    await ticks.wait_last("191.00")
+
+    gateway_sim.faults.connectivity_lost()
+    await _until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+    refused = await _send_expecting_error(nc, _subscribe(p, "MSFT"))
+    assert refused.code == NOT_READY
+    assert "ib_connectivity_lost" in refused.message
+    gateway_sim.faults.connectivity_restored(data_lost=True)
+    await bridge.wait_ready()
+    await _until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "192.50")
+
+    await ticks.wait_last("192.50")
+    assert "ib_connectivity_lost" in connection_events.states()
+
+
+async def test_market_data_resumes_after_reconnect(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    connection_events: ConnectionEvents,
+    ticks: Ticks,
+) -> None:
+    p = "md3"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=43))
+    await start_feed(bridge)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+    gateway_sim.faults.set_price("AAPL", "190.50")
+    await ticks.wait_last("190.50")
+
+    assert gateway_sim.faults.drop_connections() == 1
+    await connection_events.wait_for(
+        lambda events: (
+            [e.state.value for e in events if e.portfolio_id == p][-2:]
+            == ["synchronising", "ready"]
+            and "disconnected" in [e.state.value for e in events if e.portfolio_id == p][2:]
+        )
+    )
+    await _until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "193.75")
+
+    await ticks.wait_last("193.75")
+
+
+async def test_unsubscribe_last_holder_cancels(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md4"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=44))
+    feed = await start_feed(bridge)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", by="alice"))
+    await _send(nc, _subscribe(p, "AAPL", by="bob"))
+
+    first = await _send(nc, _unsubscribe(p, "AAPL", by="alice"))
+    assert first.detail is not None
+    assert "cancelled" not in first.detail
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+    last = await _send(nc, _unsubscribe(p, "AAPL", by="bob"))
+
+    assert last.detail is not None
+    assert "cancelled AAPL" in last.detail
+    await _until(lambda: _sim_lines(gateway_sim) == [])
+    assert feed.registry.active() == []
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "188.00")
+    await asyncio.sleep(0.3)
+    assert ticks.ticks == []
+
+
+async def test_expired_lease_cancels_the_orphaned_line(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md5"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=45))
+    feed = await start_feed(bridge, lease_seconds=0.3, expire_interval=0.05)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", by="crashed-client"))
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+
+    await _until(lambda: _sim_lines(gateway_sim) == [], within=3.0)
+    assert feed.registry.active() == []
+
+
+async def test_unknown_symbol_is_refused_naming_it(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md6"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=46))
+    feed = await start_feed(bridge)
+    await bridge.wait_ready()
+
+    error = await _send_expecting_error(nc, _subscribe(p, "AAPL", "NOSUCH"))
+
+    assert error.code == INVALID_REQUEST
+    assert "NOSUCH" in error.message
+    # All or nothing: AAPL, requested first in the same command, is not left behind.
+    assert feed.registry.active() == []
+    await _until(lambda: _sim_lines(gateway_sim) == [])
+
+
+async def test_line_limit_is_refused_with_the_reason(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md7"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=47))
+    await start_feed(bridge, registry=SubscriptionRegistry(max_lines=1))
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+
+    error = await _send_expecting_error(nc, _subscribe(p, "MSFT"))
+
+    assert error.code == "refused"
+    assert "line limit" in error.message
+    assert "MSFT" in error.message
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+
+
+async def _send_expecting_error(
+    nc: NatsClient, cmd: SubscribeMarketData | UnsubscribeMarketData
+) -> RemoteError:
+    with pytest.raises(RemoteError) as caught:
+        await _send(nc, cmd)
+    return caught.value
