@@ -97,16 +97,23 @@ FAST_TIMINGS = ConnectionTimings(
 """Short intervals so reconnect scenarios take about a second."""
 
 
-def portfolio_config(portfolio: str, port: int, *, client_id: int = 11) -> PortfolioConfig:
-    """A paper portfolio on the simulator's account ``DU1234567``."""
+def portfolio_config(
+    portfolio: str,
+    port: int,
+    *,
+    client_id: int = 11,
+    fallback_client_id: int | None = None,
+    account: str | None = "DU1234567",
+) -> PortfolioConfig:
+    """A paper portfolio on the simulator's account ``DU1234567`` (by default)."""
     return PortfolioConfig(
         id=portfolio,
         name=portfolio,
         host="127.0.0.1",
         port=port,
         client_id=client_id,
-        fallback_client_id=None,
-        account="DU1234567",
+        fallback_client_id=fallback_client_id,
+        account=account,
         is_paper=True,
         allow_live=False,
         enabled=True,

@@ -28,7 +28,7 @@ from ibflow_gateway_bridge.supervisor import (
 )
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import ConnectionEvents
+from .conftest import ConnectionEvents, portfolio_config
 
 pytestmark = pytest.mark.integration
 
@@ -42,28 +42,6 @@ FAST = ConnectionTimings(
     reconnect_cap=0.2,
     publish_timeout=2.0,
 )
-
-
-def _config(
-    portfolio: str,
-    port: int,
-    *,
-    client_id: int = 11,
-    fallback_client_id: int | None = None,
-    account: str | None = ACCOUNT,
-) -> PortfolioConfig:
-    return PortfolioConfig(
-        id=portfolio,
-        name=portfolio,
-        host="127.0.0.1",
-        port=port,
-        client_id=client_id,
-        fallback_client_id=fallback_client_id,
-        account=account,
-        is_paper=True,
-        allow_live=False,
-        enabled=True,
-    )
 
 
 @pytest.fixture
@@ -112,7 +90,7 @@ async def test_connection_state_sequence_is_published(
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
     connection_events: ConnectionEvents,
 ) -> None:
-    connection = start_bridge(_config("seq", gateway_sim.port))
+    connection = start_bridge(portfolio_config("seq", gateway_sim.port))
 
     await connection_events.wait_for(lambda events: _ready_count(events) == 1)
 
@@ -158,7 +136,7 @@ async def test_dropped_connection_reconnects_and_publishes_states(
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
     connection_events: ConnectionEvents,
 ) -> None:
-    connection = start_bridge(_config("drop", gateway_sim.port))
+    connection = start_bridge(portfolio_config("drop", gateway_sim.port))
     await connection_events.wait_for(lambda events: _ready_count(events) == 1)
     mark = len(connection_events.events)
     reconnects = (
@@ -186,7 +164,7 @@ async def test_zombie_gateway_is_detected_and_reconnected(
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
     connection_events: ConnectionEvents,
 ) -> None:
-    connection = start_bridge(_config("zombie", gateway_sim.port))
+    connection = start_bridge(portfolio_config("zombie", gateway_sim.port))
     await connection_events.wait_for(lambda events: _ready_count(events) == 1)
     mark = len(connection_events.events)
 
@@ -221,7 +199,7 @@ async def test_client_id_in_use_is_recovered_with_the_fallback(
     await squatter.connectAsync("127.0.0.1", gateway_sim.port, clientId=21, timeout=5)
     try:
         connection = start_bridge(
-            _config("cid", gateway_sim.port, client_id=21, fallback_client_id=22)
+            portfolio_config("cid", gateway_sim.port, client_id=21, fallback_client_id=22)
         )
         await connection_events.wait_for(lambda events: _ready_count(events) == 1)
     finally:
@@ -242,7 +220,7 @@ async def test_client_id_in_use_without_fallback_recovers_once_freed(
 ) -> None:
     squatter = IB()
     await squatter.connectAsync("127.0.0.1", gateway_sim.port, clientId=31, timeout=5)
-    connection = start_bridge(_config("cid2", gateway_sim.port, client_id=31))
+    connection = start_bridge(portfolio_config("cid2", gateway_sim.port, client_id=31))
     await connection_events.wait_for(
         lambda events: sum(e.error_message == "client id in use" for e in events) >= 2
     )
@@ -259,7 +237,7 @@ async def test_connectivity_lost_1100_then_1101_requests_resubscribe(
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
     connection_events: ConnectionEvents,
 ) -> None:
-    connection = start_bridge(_config("ibloss", gateway_sim.port))
+    connection = start_bridge(portfolio_config("ibloss", gateway_sim.port))
     transitions: list[Transition] = []
     connection.on_transition(transitions.append)
     await connection_events.wait_for(lambda events: _ready_count(events) == 1)
@@ -292,7 +270,7 @@ async def test_live_port_is_refused_without_allow_live(
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
     connection_events: ConnectionEvents,
 ) -> None:
-    connection = start_bridge(_config("live", 4001))
+    connection = start_bridge(portfolio_config("live", 4001))
 
     await connection_events.wait_for(lambda events: len(events) == 1)
     await asyncio.sleep(0.3)  # nothing else may follow: no connection attempt
