@@ -22,7 +22,7 @@ from ibflow.bus.subjects import EVENTS_STREAM
 from ibflow.runtime import Runtime, Service, run
 from ibflow_gateway_bridge.commands import BrokerCommands
 from ibflow_gateway_bridge.events import BrokerEventPublisher
-from ibflow_gateway_bridge.market_data import MarketDataFeed
+from ibflow_gateway_bridge.market_data import MarketDataFeed, MarketDataRouter
 from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.repository import load_enabled_portfolios
@@ -40,6 +40,7 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
     portfolios = await load_enabled_portfolios(rt.pool)
     if not portfolios:
         log.warning("no enabled portfolio in the portfolios table: nothing to connect")
+    feeds: list[MarketDataFeed] = []
     for config in portfolios:
         connection = PortfolioConnection(
             config,
@@ -52,11 +53,15 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
         pacer = Pacer(config.id)
         commands = BrokerCommands(config.id, rt.nats, connection, pacer, reconciler=reconciler)
         feed = MarketDataFeed(config.id, rt.nats, connection, pacer)
+        feeds.append(feed)
         rt.add_worker(
             PortfolioWorker(connection, events, commands, market_data=feed), name=f"ib-{config.id}"
         )
         rt.on_shutdown(reconciler.close)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
+    router = MarketDataRouter(rt.nats, feeds)
+    await router.start()
+    rt.on_shutdown(router.stop)
 
 
 class PortfolioWorker:

@@ -29,12 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel
 
 from ibflow.bus import serve
 from ibflow.bus.errors import Reject, RemoteError
@@ -58,7 +57,7 @@ from ibflow_gateway_bridge.ib.adapter import MarketTick, TickHandle
 from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "MarketDataFeed"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "MarketDataFeed", "MarketDataRouter"]
 
 log = logging.getLogger("ibflow.gateway_bridge.market_data")
 
@@ -71,8 +70,6 @@ _LINES_GONE: Final = frozenset(
     {ConnectionState.DISCONNECTED, ConnectionState.CONNECTING, ConnectionState.SYNCHRONISING}
 )
 _TICK_QUEUE: Final = 10_000
-
-_Q = TypeVar("_Q", bound=BaseModel)
 
 
 class MarketDataFeed:
@@ -89,7 +86,6 @@ class MarketDataFeed:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         expire_interval: float = 5.0,
         query_timeout: float = 5.0,
-        concurrency: int = 4,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
@@ -100,11 +96,9 @@ class MarketDataFeed:
         self._lease = lease_seconds
         self._expire_interval = expire_interval
         self._query_timeout = query_timeout
-        self._concurrency = concurrency
         self._clock = clock
         self._handles: dict[str, TickHandle] = {}
         self._lock = asyncio.Lock()
-        self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._ticks: asyncio.Queue[MarketDataTick] = asyncio.Queue(_TICK_QUEUE)
         self._replay_pending = False
@@ -116,21 +110,15 @@ class MarketDataFeed:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Subscribe the two command subjects; start tick publishing and lease expiry."""
-        for _ in range(self._concurrency):
-            await self._serve(SUBSCRIBE_MARKET_DATA, SubscribeMarketData, self.subscribe)
-            await self._serve(UNSUBSCRIBE_MARKET_DATA, UnsubscribeMarketData, self.unsubscribe)
+        """Start tick publishing and lease expiry (commands come through a
+        :class:`MarketDataRouter`)."""
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name=f"md-pub-{self.portfolio_id}"),
             asyncio.create_task(self._expire_loop(), name=f"md-expire-{self.portfolio_id}"),
         ]
 
     async def stop(self) -> None:
-        """Unsubscribe the commands, stop the background tasks; idempotent."""
-        subscriptions, self._subscriptions = self._subscriptions, []
-        for sub in subscriptions:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Stop the background tasks; idempotent."""
         tasks, self._tasks = self._tasks, []
         if self._replay_task is not None:
             tasks.append(self._replay_task)
@@ -141,12 +129,10 @@ class MarketDataFeed:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _serve(
-        self, subject: str, model: type[_Q], handler: Callable[[_Q], Awaitable[BaseModel]]
-    ) -> None:
-        self._subscriptions.append(
-            await serve(self._nc, subject, model, handler, queue=QUEUE_GROUP)
-        )
+    @property
+    def accepts_orders(self) -> bool:
+        """Whether this feed's connection is ready (or degraded) for requests."""
+        return self._connection.accepts_orders
 
     # ------------------------------------------------------------------ handlers
 
@@ -344,3 +330,73 @@ class MarketDataFeed:
                 await self.expire(self._now())
             except Exception:
                 log.exception("%s: lease expiry failed", self.portfolio_id)
+
+
+class MarketDataRouter:
+    """Serves the market-data command subjects once for every portfolio's feed.
+
+    The subjects are shared by all portfolios, so with several feeds each serving them a
+    command naming portfolio B could reach A's feed. The router sends a command to the
+    feed it names, or, without a ``portfolio_id``, to the first ready feed (else to the
+    first feed, which refuses with its state). An unknown portfolio is ``not_found``.
+    """
+
+    def __init__(
+        self, nc: NatsClient, feeds: Sequence[MarketDataFeed], *, concurrency: int = 4
+    ) -> None:
+        self._nc = nc
+        self._feeds = {feed.portfolio_id: feed for feed in feeds}
+        self._concurrency = concurrency
+        self._subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        """Subscribe the two command subjects (queue group ``gateway-bridge``)."""
+        for _ in range(self._concurrency):
+            self._subscriptions.append(
+                await serve(
+                    self._nc,
+                    SUBSCRIBE_MARKET_DATA,
+                    SubscribeMarketData,
+                    self.subscribe,
+                    queue=QUEUE_GROUP,
+                )
+            )
+            self._subscriptions.append(
+                await serve(
+                    self._nc,
+                    UNSUBSCRIBE_MARKET_DATA,
+                    UnsubscribeMarketData,
+                    self.unsubscribe,
+                    queue=QUEUE_GROUP,
+                )
+            )
+
+    async def stop(self) -> None:
+        """Unsubscribe the command subjects; idempotent."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for sub in subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def subscribe(self, cmd: SubscribeMarketData) -> CommandAccepted:
+        """Route a subscribe to its feed."""
+        return await self.route(cmd).subscribe(cmd)
+
+    async def unsubscribe(self, cmd: UnsubscribeMarketData) -> CommandAccepted:
+        """Route an unsubscribe to its feed."""
+        return await self.route(cmd).unsubscribe(cmd)
+
+    def route(self, cmd: MarketDataRequest) -> MarketDataFeed:
+        """The feed ``cmd`` is for; raises ``not_found`` naming an unknown portfolio."""
+        if cmd.portfolio_id is not None:
+            feed = self._feeds.get(cmd.portfolio_id)
+            if feed is None:
+                raise RemoteError(
+                    NOT_FOUND,
+                    f"portfolio_id: {cmd.portfolio_id!r} is not served by this bridge",
+                )
+            return feed
+        if not self._feeds:
+            raise RemoteError(NOT_FOUND, "portfolio_id: no portfolio is served by this bridge")
+        feeds = list(self._feeds.values())
+        return next((feed for feed in feeds if feed.accepts_orders), feeds[0])

@@ -23,7 +23,7 @@ from ibflow.contracts.enums import ConnectionState
 from ibflow.contracts.market_data import MarketDataTick, SubscribeMarketData, UnsubscribeMarketData
 from ibflow.contracts.replies import INVALID_REQUEST, NOT_READY, CommandAccepted
 from ibflow_gateway_bridge.domain.subscriptions import SubscriptionRegistry
-from ibflow_gateway_bridge.market_data import MarketDataFeed
+from ibflow_gateway_bridge.market_data import MarketDataFeed, MarketDataRouter
 from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_sim.server import GatewaySimulator
 
@@ -34,17 +34,25 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def start_feed(nc: NatsClient) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_feed(bridge, **kw)`` → a started :class:`MarketDataFeed` (stopped after)."""
+    """``await start_feed(bridge, **kw)`` → a started :class:`MarketDataFeed` (stopped after),
+    its commands served by a :class:`MarketDataRouter` over every feed started so far."""
     started: list[MarketDataFeed] = []
+    routers: list[MarketDataRouter] = []
 
     async def _start(bridge: Bridge, **kw: Any) -> MarketDataFeed:
         p = bridge.connection.portfolio_id
         feed = MarketDataFeed(p, nc, bridge.connection, Pacer(p), query_timeout=3.0, **kw)
         await feed.start()
         started.append(feed)
+        for router in routers:
+            await router.stop()
+        routers[:] = [MarketDataRouter(nc, started)]
+        await routers[0].start()
         return feed
 
     yield _start
+    for router in routers:
+        await router.stop()
     for feed in started:
         await feed.stop()
 
@@ -78,7 +86,7 @@ async def ticks(nc: NatsClient) -> AsyncIterator[Ticks]:
     await sub.unsubscribe()
 
 
-def _subscribe(p: str, *symbols: str, by: str = "tester") -> SubscribeMarketData:
+def _subscribe(p: str | None, *symbols: str, by: str = "tester") -> SubscribeMarketData:
     return SubscribeMarketData(portfolio_id=p, symbols=symbols, requested_by=by)
 
 
@@ -298,3 +306,29 @@ async def _send_expecting_error(
     with pytest.raises(RemoteError) as caught:
         await _send(nc, cmd)
     return caught.value
+
+
+async def test_commands_reach_the_feed_of_the_portfolio_they_name(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    alpha = start_portfolio(portfolio_config("mda", gateway_sim.port, client_id=51))
+    beta = start_portfolio(portfolio_config("mdb", gateway_sim.port, client_id=52))
+    feed_a = await start_feed(alpha)
+    feed_b = await start_feed(beta)
+    await alpha.wait_ready()
+    await beta.wait_ready()
+
+    for _ in range(4):  # whichever subscription NATS picks, B's command reaches B
+        await _send(nc, _subscribe("mdb", "MSFT"))
+    assert feed_b.registry.active() == ["MSFT"]
+    assert feed_a.registry.active() == []
+
+    await _send(nc, _subscribe(None, "AAPL"))
+    assert "AAPL" in feed_a.registry.active() + feed_b.registry.active()
+
+    error = await _send_expecting_error(nc, _subscribe("nosuch", "AAPL"))
+    assert error.code == "not_found"
+    assert "portfolio_id" in error.message
