@@ -29,6 +29,15 @@ from ibflow_gateway_sim.config import SimConfig
 from ibflow_gateway_sim.server import GatewaySimulator
 
 
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until true; AssertionError after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def gateway_sim() -> AsyncIterator[GatewaySimulator]:
     """A running gateway simulator on a free port, market frozen."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import asyncpg
 
@@ -21,20 +20,12 @@ from ibflow_gateway_bridge.app import SERVICE
 from ibflow_gateway_bridge.settings import GatewayBridgeSettings
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import ConnectionEvents
+from .conftest import ConnectionEvents, wait_until
 
 INSERT = """
 INSERT INTO portfolios (id, name, broker_port, client_id, account, cash, enabled)
 VALUES ($1, $1, $2, $3, 'DU1234567', 100000, $4)
 """
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_enabled_portfolio_is_connected_and_gates_readiness(
@@ -66,7 +57,7 @@ async def test_enabled_portfolio_is_connected_and_gates_readiness(
         await connection_events.wait_for(
             lambda events: any(e.state is ConnectionState.READY for e in events)
         )
-        await wait_until(lambda: rt.ready)
+        await wait_until(lambda: rt.ready, within=10.0)
         status, body = await http_get(rt.http_port, "/readyz")
         assert status == 200, body
         assert json.loads(body)["checks"]["ib:alpha"] == "ok"

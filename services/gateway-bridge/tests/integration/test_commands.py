@@ -34,7 +34,7 @@ from ibflow_gateway_bridge.commands import BrokerCommands
 from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import FAST_TIMINGS, Bridge, portfolio_config, wait_stored
+from .conftest import FAST_TIMINGS, Bridge, portfolio_config, wait_stored, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -92,14 +92,6 @@ def _sim_orders(sim: GatewaySimulator, coid: str) -> list[Any]:
     ]
 
 
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
-
-
 async def test_place_command_reaches_the_broker_and_replies_accepted(
     gateway_sim: GatewaySimulator,
     bridge_js: JetStreamContext,
@@ -137,7 +129,7 @@ async def test_place_command_reaches_the_broker_and_replies_accepted(
 
     refresh = RefreshBrokerState(portfolio_id=p, requested_by="test")
     await request(nc, subjects.refresh_broker_state(p), refresh, CommandAccepted, timeout=5)
-    await _until(
+    await wait_until(
         lambda: (
             bridge.reconciler.last_snapshot is not None
             and bridge.reconciler.last_snapshot.reason == "requested"
@@ -196,7 +188,7 @@ async def test_commands_are_refused_while_not_ready_with_the_state(
     await bridge.wait_ready()
 
     gateway_sim.faults.connectivity_lost()
-    await _until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+    await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
     with pytest.raises(RemoteError) as refused:
         await _send(nc, _place(p, "outage-1"))
     assert refused.value.code == "not_ready"
@@ -234,7 +226,7 @@ async def test_cancel_and_modify_by_client_order_id(
         }
     )
     await request(nc, subjects.modify_broker_order(p), modify, CommandAccepted, timeout=5)
-    await _until(
+    await wait_until(
         lambda: (
             [(o.quantity, o.request.lmt_price) for o in _sim_orders(gateway_sim, "cm-1")]
             == [(Decimal(25), Decimal("151.5"))]
@@ -246,8 +238,10 @@ async def test_cancel_and_modify_by_client_order_id(
         nc, subjects.cancel_broker_order(p), cancel, CommandAccepted, timeout=5
     )
     assert accepted.duplicate is False
-    await _until(lambda: [o.status for o in _sim_orders(gateway_sim, "cm-1")] == ["Cancelled"])
-    await _until(lambda: bridge.client.trades_by_ref("cm-1")[0].orderStatus.status == "Cancelled")
+    await wait_until(lambda: [o.status for o in _sim_orders(gateway_sim, "cm-1")] == ["Cancelled"])
+    await wait_until(
+        lambda: bridge.client.trades_by_ref("cm-1")[0].orderStatus.status == "Cancelled"
+    )
     again = await request(nc, subjects.cancel_broker_order(p), cancel, CommandAccepted, timeout=5)
     assert again.duplicate is True
 

@@ -27,7 +27,7 @@ from ibflow_gateway_bridge.market_data import MarketDataFeed, MarketDataRouter
 from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import Bridge, ConnectionEvents, portfolio_config
+from .conftest import Bridge, ConnectionEvents, portfolio_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -111,14 +111,6 @@ def _sim_lines(sim: GatewaySimulator) -> list[str]:
     )
 
 
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.01)
-
-
 async def test_subscribe_streams_ticks_on_core_nats(
     gateway_sim: GatewaySimulator,
     nc: NatsClient,
@@ -168,13 +160,13 @@ async def test_market_data_resumes_after_1101_without_a_new_subscribe(
     await ticks.wait_last("191.00")
 
     gateway_sim.faults.connectivity_lost()
-    await _until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+    await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
     refused = await _send_expecting_error(nc, _subscribe(p, "MSFT"))
     assert refused.code == NOT_READY
     assert "ib_connectivity_lost" in refused.message
     gateway_sim.faults.connectivity_restored(data_lost=True)
     await bridge.wait_ready()
-    await _until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
     ticks.ticks.clear()
     gateway_sim.faults.set_price("AAPL", "192.50")
 
@@ -206,7 +198,7 @@ async def test_market_data_resumes_after_reconnect(
             and "disconnected" in [e.state.value for e in events if e.portfolio_id == p][2:]
         )
     )
-    await _until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
     ticks.ticks.clear()
     gateway_sim.faults.set_price("AAPL", "193.75")
 
@@ -235,7 +227,7 @@ async def test_unsubscribe_last_holder_cancels(
 
     assert last.detail is not None
     assert "cancelled AAPL" in last.detail
-    await _until(lambda: _sim_lines(gateway_sim) == [])
+    await wait_until(lambda: _sim_lines(gateway_sim) == [])
     assert feed.registry.active() == []
     ticks.ticks.clear()
     gateway_sim.faults.set_price("AAPL", "188.00")
@@ -256,7 +248,7 @@ async def test_expired_lease_cancels_the_orphaned_line(
     await _send(nc, _subscribe(p, "AAPL", by="crashed-client"))
     assert _sim_lines(gateway_sim) == ["AAPL"]
 
-    await _until(lambda: _sim_lines(gateway_sim) == [], within=3.0)
+    await wait_until(lambda: _sim_lines(gateway_sim) == [], within=3.0)
     assert feed.registry.active() == []
 
 
@@ -277,7 +269,7 @@ async def test_unknown_symbol_is_refused_naming_it(
     assert "NOSUCH" in error.message
     # All or nothing: AAPL, requested first in the same command, is not left behind.
     assert feed.registry.active() == []
-    await _until(lambda: _sim_lines(gateway_sim) == [])
+    await wait_until(lambda: _sim_lines(gateway_sim) == [])
 
 
 async def test_line_limit_is_refused_with_the_reason(
