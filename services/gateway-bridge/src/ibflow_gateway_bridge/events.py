@@ -17,7 +17,7 @@ ib_async's callbacks are synchronous, so events go through one ordered queue ser
 one task (:meth:`BrokerEventPublisher.run`): it awaits each PubAck and retries a failed
 publish with capped backoff, never dropping or reordering. The ``Nats-Msg-Id`` is the
 contract's ``dedupe_key()`` (``exec:<execId>``, ``comm:<execId>``,
-``ost:<permId>:<status>:<filled>:<remaining>``): a fact replayed after a reconnect (or
+``ost:<permId>:<status>:<filled>:<remaining>[:<prices>]``): a fact replayed after a reconnect (or
 by :mod:`~ibflow_gateway_bridge.reconciliation`) is stored once inside the stream's
 duplicate window. The latest account values and positions are also kept in the
 ``IBFLOW_BRIDGE_STATE`` KV bucket under ``account.<p>`` and ``positions.<p>`` (JSON

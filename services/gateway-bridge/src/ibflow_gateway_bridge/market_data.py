@@ -349,6 +349,14 @@ class MarketDataRouter:
         self._concurrency = concurrency
         self._subscriptions: list[Subscription] = []
 
+    def add_feed(self, feed: MarketDataFeed) -> None:
+        """Route commands naming ``feed.portfolio_id`` to ``feed`` from now on."""
+        self._feeds[feed.portfolio_id] = feed
+
+    def remove_feed(self, portfolio_id: str) -> None:
+        """Stop routing to the feed of ``portfolio_id`` (its commands become ``not_found``)."""
+        self._feeds.pop(portfolio_id, None)
+
     async def start(self) -> None:
         """Subscribe the two command subjects (queue group ``gateway-bridge``)."""
         for _ in range(self._concurrency):

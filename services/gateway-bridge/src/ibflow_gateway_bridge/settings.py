@@ -26,6 +26,8 @@ class GatewayBridgeSettings(CommonSettings):
     reconnect_base: float = Field(default=1.0, gt=0)
     reconnect_cap: float = Field(default=60.0, gt=0)
     gateway_type: GatewayType | None = None
+    portfolio_reload_interval: float = Field(default=60.0, gt=0)
+    """Re-read the portfolios table this often even without a ``PortfolioChanged``."""
 
     def timings(self) -> ConnectionTimings:
         """The :class:`ConnectionTimings` these settings describe."""

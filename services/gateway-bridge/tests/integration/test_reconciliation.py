@@ -82,7 +82,7 @@ async def test_fill_during_disconnect_is_published_once_after_reconnect(
     assert execution_msg.msg_id == f"exec:{execution.exec_id}"
     assert [c.msg_id for c in commissions] == [f"comm:{execution.exec_id}"]
     statuses = await wait_stored(bridge_js, subjects.order_status(p), lambda f: len(f) >= 2)
-    assert any(s.msg_id.endswith(":Filled:100:0") for s in statuses)
+    assert any(":Filled:100:0" in s.msg_id for s in statuses)
 
 
 async def test_reconnect_replay_is_deduplicated(

@@ -108,7 +108,25 @@ def test_order_status_partial_fill_keeps_exact_decimals() -> None:
     assert (event.filled, event.remaining) == (Decimal(40), Decimal(60))
     assert event.avg_fill_price == Decimal("190.1")
     assert event.last_fill_price == Decimal("190.1")
-    assert event.dedupe_key() == "ost:1000001:Submitted:40:60"
+    assert event.limit_price == Decimal("190.1")
+    assert event.aux_price is None
+    assert event.dedupe_key() == "ost:1000001:Submitted:40:60:190.1:"
+
+
+def test_price_only_modify_reports_a_new_status_key() -> None:
+    before = _trade(perm_id=1_000_001)
+    after = _trade(perm_id=1_000_001)
+    after.order.lmtPrice = 191.25
+
+    first, second = order_status_changed("demo", before), order_status_changed("demo", after)
+
+    assert (first.ib_status, first.filled, first.remaining) == (
+        second.ib_status,
+        second.filled,
+        second.remaining,
+    )
+    assert second.limit_price == Decimal("191.25")
+    assert first.dedupe_key() != second.dedupe_key()
 
 
 def test_order_status_before_any_fill_has_no_prices_and_no_perm_id() -> None:

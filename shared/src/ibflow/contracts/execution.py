@@ -50,18 +50,29 @@ class OrderStatusChanged(Event):
     """IB's error text for the order, if it reported one with this status."""
     snapshot_id: uuid.UUID | None = None
     """Set when reported as part of a broker snapshot."""
+    limit_price: Money | None = None
+    """The order's limit price at IB now (``None`` for orders without one)."""
+    aux_price: Money | None = None
+    """The order's stop price (or trailing amount) at IB now, if any."""
 
     def dedupe_key(self) -> str:
-        """``ost:<perm_id|client_order_id|order_id>:<ib_status>:<filled>:<remaining>``.
+        """``ost:<perm_id|client_order_id|order_id>:<ib_status>:<filled>:<remaining>``,
+        then ``:<limit_price>:<aux_price>`` when either is known.
 
         ``remaining`` is part of the key because a quantity change leaves status and
-        filled as they were. A status report is a state, not a delta: a true repeat
-        (``Submitted`` → ``PendingCancel`` → ``Submitted`` after a refused cancel) shares
-        the key, so consumers must not need every report, only the latest state.
+        filled as they were, and the prices because a price change leaves all three as
+        they were (a modify must not be dropped as a duplicate). A status report is a
+        state, not a delta: a true repeat (``Submitted`` → ``PendingCancel`` →
+        ``Submitted`` after a refused cancel) shares the key, so consumers must not need
+        every report, only the latest state.
         """
         order = self.perm_id or self.client_order_id or self.order_id
         filled, remaining = canonical_decimal(self.filled), canonical_decimal(self.remaining)
-        return f"ost:{order}:{self.ib_status}:{filled}:{remaining}"
+        key = f"ost:{order}:{self.ib_status}:{filled}:{remaining}"
+        if self.limit_price is not None or self.aux_price is not None:
+            prices = (self.limit_price, self.aux_price)
+            key += ":" + ":".join("" if p is None else canonical_decimal(p) for p in prices)
+        return key
 
 
 class ExecutionReported(Event):

@@ -167,6 +167,10 @@ class Runtime(Generic[S]):
             raise ValueError(f"readiness check {name!r} registered twice")
         self._checks[name] = check
 
+    def remove_check(self, name: str) -> None:
+        """Stop ``/readyz`` depending on the check ``name`` (no-op if there is none)."""
+        self._checks.pop(name, None)
+
     def on_shutdown(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` at shutdown after the workers stopped, before NATS drains (LIFO)."""
         self._shutdown_callbacks.append(callback)

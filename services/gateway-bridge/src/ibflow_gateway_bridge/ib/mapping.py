@@ -150,10 +150,18 @@ def order_status_changed(
         "why_held": status.whyHeld or None,
         "error_message": error_message,
         "snapshot_id": snapshot_id,
+        "limit_price": _positive_or_none(order.lmtPrice),
+        "aux_price": _positive_or_none(order.auxPrice),
     }
     if ts_event is not None:
         fields["ts_event"] = ts_event
     return _build(OrderStatusChanged, **fields)
+
+
+def _positive_or_none(value: float | Decimal | None) -> Decimal | None:
+    """An order price IB reports, or ``None`` when unset (its sentinel, or ``0``)."""
+    price = decimal_or_none(value)
+    return price if price is not None and price > 0 else None
 
 
 def execution_reported(
