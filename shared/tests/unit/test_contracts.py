@@ -25,6 +25,8 @@ from ibflow.contracts import (
     CommissionReported,
     ConnectionState,
     Contract,
+    EntrySessionCompleted,
+    EntrySkipped,
     Envelope,
     ErrorReply,
     ExecutionReported,
@@ -49,6 +51,7 @@ from ibflow.contracts import (
     PositionChanged,
     PositionSide,
     PositionStatus,
+    Recommendation,
     ReconciliationItem,
     ReconciliationReported,
     RefreshBrokerState,
@@ -59,6 +62,7 @@ from ibflow.contracts import (
     SessionEventEmitted,
     SetPositionLevels,
     SubmitOrder,
+    SubmitRecommendations,
     SubscribeMarketData,
     TradingHalted,
     TradingResumed,
@@ -120,6 +124,27 @@ SAMPLES: dict[type[Contract], Contract] = {
         ),
         RequestReconciliation(requested_by=USER),
         TriggerSessionEvent(name="close_out", requested_by=USER),
+        SubmitRecommendations(
+            portfolio_id="demo",
+            session_date=date(2026, 11, 23),
+            items=(
+                Recommendation(symbol="AAPL", allocation=Decimal("0.1"), stop_loss=Decimal(95)),
+                Recommendation(
+                    symbol="MSFT",
+                    quantity=Decimal(5),
+                    entry_type=OrderType.LMT,
+                    limit_price=Decimal("410.5"),
+                ),
+            ),
+            requested_by=USER,
+        ),
+        EntrySessionCompleted(
+            portfolio_id="demo",
+            session_date=date(2026, 11, 23),
+            occurrence_id="morning_entry:2026-11-23:0",
+            submitted=("entry-demo-20261123-AAPL",),
+            skipped=(EntrySkipped(symbol="MSFT", reason="insufficient_cash"),),
+        ),
         SubscribeMarketData(symbols=("AAPL",), requested_by="position-monitor"),
         UnsubscribeMarketData(symbols=("AAPL",), requested_by="position-monitor"),
         RefreshBrokerState(portfolio_id="demo", requested_by="position-monitor"),
@@ -494,3 +519,36 @@ def test_exit_reasons_and_purposes_use_the_agreed_spelling() -> None:
     assert [r.value for r in ExitReason] == ["stop", "target", "close_out", "manual", "external"]
     assert OrderStatus.FILLED.is_terminal
     assert not OrderStatus.CANCEL_REQUESTED.is_terminal
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"quantity": Decimal(1), "allocation": Decimal("0.1")}, "exactly one of"),
+        ({}, "exactly one of"),
+        ({"quantity": Decimal(1), "entry_type": OrderType.LMT}, "limit_price is required"),
+        ({"quantity": Decimal(1), "limit_price": Decimal(10)}, "limit_price is required"),
+        ({"quantity": Decimal(1), "entry_type": OrderType.STP}, "MKT or LMT"),
+        ({"allocation": Decimal("1.5")}, "less than or equal to 1"),
+        (
+            {"quantity": Decimal(1), "stop_loss": Decimal(110), "take_profit": Decimal(100)},
+            "losing side",
+        ),
+    ],
+)
+def test_recommendation_refuses_ambiguous_size_or_prices(
+    fields: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ValidationError, match=error):
+        Recommendation(symbol="AAPL", **fields)
+
+
+def test_recommendations_name_each_symbol_once() -> None:
+    item = Recommendation(symbol="AAPL", quantity=Decimal(1))
+    with pytest.raises(ValidationError, match="each symbol at most once"):
+        SubmitRecommendations(
+            portfolio_id="demo",
+            session_date=date(2026, 11, 23),
+            items=(item, item),
+            requested_by=USER,
+        )

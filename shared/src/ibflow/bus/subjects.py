@@ -64,6 +64,7 @@ TRADING_RESUMED: Final = f"{EVENTS_PREFIX}.trading.resumed"
 RISK_BREACHED: Final = f"{EVENTS_PREFIX}.risk.breached"
 POSITION_CHANGED: Final = f"{EVENTS_PREFIX}.position.changed"
 RECONCILIATION: Final = f"{EVENTS_PREFIX}.position.reconciled"
+ENTRY_SESSION: Final = f"{EVENTS_PREFIX}.entry.completed"
 SESSION_EVENTS: Final = f"{EVENTS_PREFIX}.session"
 """Followed by the session event's name, not a portfolio."""
 
@@ -77,6 +78,7 @@ FLATTEN_POSITIONS: Final = f"{COMMANDS_PREFIX}.position.flatten"
 SET_POSITION_LEVELS: Final = f"{COMMANDS_PREFIX}.position.set_levels"
 REQUEST_RECONCILIATION: Final = f"{COMMANDS_PREFIX}.position.reconcile"
 TRIGGER_SESSION_EVENT: Final = f"{COMMANDS_PREFIX}.session.trigger"
+SUBMIT_RECOMMENDATIONS: Final = f"{COMMANDS_PREFIX}.recommendations.submit"
 SUBSCRIBE_MARKET_DATA: Final = f"{COMMANDS_PREFIX}.market_data.subscribe"
 UNSUBSCRIBE_MARKET_DATA: Final = f"{COMMANDS_PREFIX}.market_data.unsubscribe"
 # Broker commands are followed by the portfolio: only the order-manager publishes the
@@ -184,6 +186,11 @@ def position_changed(portfolio_id: str) -> str:
 def reconciliation(portfolio_id: str) -> str:
     """``ReconciliationReported`` of a portfolio."""
     return _scoped(RECONCILIATION, portfolio_id)
+
+
+def entry_session(portfolio_id: str) -> str:
+    """``EntrySessionCompleted`` of a portfolio."""
+    return _scoped(ENTRY_SESSION, portfolio_id)
 
 
 def session_event(name: str) -> str:

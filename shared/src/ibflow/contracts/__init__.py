@@ -87,6 +87,12 @@ from ibflow.contracts.positions import (
     RequestReconciliation,
     SetPositionLevels,
 )
+from ibflow.contracts.recommendations import (
+    EntrySessionCompleted,
+    EntrySkipped,
+    Recommendation,
+    SubmitRecommendations,
+)
 from ibflow.contracts.replies import (
     CONFLICT,
     ERROR_CODES,
@@ -133,6 +139,8 @@ __all__ = [
     "ConnectionState",
     "Contract",
     "Currency",
+    "EntrySessionCompleted",
+    "EntrySkipped",
     "Envelope",
     "ErrorDetail",
     "ErrorReply",
@@ -170,6 +178,7 @@ __all__ = [
     "PositiveMoney",
     "PositiveQuantity",
     "Quantity",
+    "Recommendation",
     "ReconciliationItem",
     "ReconciliationReported",
     "RefreshBrokerState",
@@ -181,6 +190,7 @@ __all__ = [
     "SessionEventName",
     "SetPositionLevels",
     "SubmitOrder",
+    "SubmitRecommendations",
     "SubscribeMarketData",
     "Symbol",
     "TimeInForce",

@@ -60,6 +60,7 @@ from ibflow.contracts.positions import (
     RequestReconciliation,
     SetPositionLevels,
 )
+from ibflow.contracts.recommendations import EntrySessionCompleted, SubmitRecommendations
 from ibflow.contracts.replies import CommandAccepted, ErrorReply
 from ibflow.contracts.session import SessionEventEmitted, TriggerSessionEvent
 from ibflow.contracts.system import MessageDeadLettered
@@ -173,6 +174,7 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _command(SetPositionLevels, s.SET_POSITION_LEVELS, (_API,), _PM),
     _command(RequestReconciliation, s.REQUEST_RECONCILIATION, (_API,), _PM),
     _command(TriggerSessionEvent, s.TRIGGER_SESSION_EVENT, (_API,), _SCHED),
+    _command(SubmitRecommendations, s.SUBMIT_RECOMMENDATIONS, (_API,), _OM),
     # commands to the gateway-bridge
     _command(SubscribeMarketData, s.SUBSCRIBE_MARKET_DATA, (_PM, _API), _BRIDGE),
     _command(UnsubscribeMarketData, s.UNSUBSCRIBE_MARKET_DATA, (_PM, _API), _BRIDGE),
@@ -199,6 +201,7 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _event(TradingHalted, s.trading_halted(PORTFOLIO), _OM, (_API,)),
     _event(TradingResumed, s.trading_resumed(PORTFOLIO), _OM, (_API,)),
     _event(RiskLimitBreached, s.risk_breached(PORTFOLIO), _OM, (_API,)),
+    _event(EntrySessionCompleted, s.entry_session(PORTFOLIO), _OM, (_API,)),
     # the position-monitor's positions
     _event(PositionChanged, s.position_changed(PORTFOLIO), _PM, (_API,)),
     _event(ReconciliationReported, s.reconciliation(PORTFOLIO), _PM, (_API,)),
