@@ -6,7 +6,9 @@
   per owning package, applied once each under an advisory lock
   (CLI: ``python -m ibflow.db.migrations``);
 * :func:`claim`, :func:`inbox_transaction`, :func:`prune_inbox`: exactly-once effects
-  for messages delivered at least once (tables from the ``ibflow.db`` migrations).
+  for messages delivered at least once (tables from the ``ibflow.db`` migrations);
+* :func:`enqueue`, :func:`enqueue_many`, :class:`OutboxRelay`: the transactional outbox,
+  messages committed with the writes they announce, then published to JetStream.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ibflow.db.errors import DbError, InboxError, MigrationChecksumError, MigrationError
 from ibflow.db.inbox import claim, inbox_transaction, prune_inbox
+from ibflow.db.outbox import OutboxError, OutboxRelay, enqueue, enqueue_many
 from ibflow.db.pool import (
     AnyConnection,
     IsolationLevel,
@@ -46,11 +49,15 @@ __all__ = [
     "Migration",
     "MigrationChecksumError",
     "MigrationError",
+    "OutboxError",
+    "OutboxRelay",
     "apply_migrations",
     "claim",
     "create_pool",
     "discover",
     "discover_dir",
+    "enqueue",
+    "enqueue_many",
     "inbox_transaction",
     "init_connection",
     "json_dumps",
