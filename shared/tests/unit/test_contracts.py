@@ -552,3 +552,103 @@ def test_recommendations_name_each_symbol_once() -> None:
             items=(item, item),
             requested_by=USER,
         )
+
+
+# ---------------------------------------------------------------- bracket broker orders
+
+BRACKET = BROKER_TERMS | {
+    "take_profit_price": Decimal("105"),
+    "stop_loss_price": Decimal("99.50"),
+}
+
+
+def test_a_bracket_names_its_children_after_the_parent() -> None:
+    bracket = PlaceBrokerOrder(**BRACKET)
+
+    assert bracket.is_bracket
+    assert bracket.child_side is OrderSide.SELL
+    assert bracket.bracket_client_order_ids() == (
+        "demo-20261123-0001",
+        "demo-20261123-0001:tp",
+        "demo-20261123-0001:sl",
+    )
+    plain = PlaceBrokerOrder(**BROKER_TERMS)
+    assert not plain.is_bracket
+    assert plain.bracket_client_order_ids() == ("demo-20261123-0001",)
+    assert PlaceBrokerOrder.from_json(bracket.to_json()) == bracket
+
+
+def test_a_bracket_may_have_only_one_child() -> None:
+    stop_only = PlaceBrokerOrder(**(BRACKET | {"take_profit_price": None}))
+    assert stop_only.bracket_client_order_ids() == ("demo-20261123-0001", "demo-20261123-0001:sl")
+    target_only = PlaceBrokerOrder(**(BRACKET | {"stop_loss_price": None}))
+    assert target_only.take_profit_client_order_id == "demo-20261123-0001:tp"
+    assert target_only.stop_loss_client_order_id is None
+
+
+def test_a_short_bracket_mirrors_the_sides() -> None:
+    short = PlaceBrokerOrder(
+        **(BRACKET | {"side": OrderSide.SELL, "take_profit_price": 95, "stop_loss_price": 103})
+    )
+    assert short.child_side is OrderSide.BUY
+    market = PlaceBrokerOrder(
+        **(BRACKET | {"order_type": OrderType.MKT, "limit_price": None, "take_profit_price": 300})
+    )  # no entry price to compare with: only the children's order is checked
+    assert market.take_profit_price == Decimal(300)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"stop_loss_price": Decimal("106")}, "take_profit_price must be above stop_loss_price"),
+        ({"take_profit_price": Decimal("99.50")}, "take_profit_price must be above stop_loss"),
+        (
+            {"side": OrderSide.SELL, "take_profit_price": 95, "stop_loss_price": 90},
+            "take_profit_price must be below stop_loss_price for a SELL parent",
+        ),
+        (
+            {"take_profit_price": Decimal("101.25"), "stop_loss_price": None},
+            "take_profit_price must be above the parent's limit_price for a BUY",
+        ),
+        (
+            {"stop_loss_price": Decimal("102"), "take_profit_price": None},
+            "stop_loss_price must be below the parent's limit_price for a BUY",
+        ),
+        (
+            {"side": OrderSide.SELL, "take_profit_price": 102, "stop_loss_price": None},
+            "take_profit_price must be below the parent's limit_price for a SELL",
+        ),
+        (
+            {"side": OrderSide.SELL, "stop_loss_price": 101, "take_profit_price": None},
+            "stop_loss_price must be above the parent's limit_price for a SELL",
+        ),
+        (
+            {
+                "order_type": OrderType.STP,
+                "limit_price": None,
+                "stop_price": Decimal("100"),
+                "stop_loss_price": Decimal("100.5"),
+                "take_profit_price": None,
+            },
+            "stop_loss_price must be below the parent's stop_price for a BUY",
+        ),
+        ({"tif": "IOC"}, "a bracket cannot have tif IOC"),
+        ({"tif": "OPG"}, "a bracket cannot have tif OPG"),
+        ({"take_profit_price": Decimal(0)}, "greater than 0"),
+        ({"stop_loss_price": 99.5}, "not exact"),
+    ],
+)
+def test_a_bracket_on_the_wrong_side_is_refused(changes: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        PlaceBrokerOrder(**(BRACKET | changes))
+
+
+def test_a_bracket_parent_id_must_leave_room_for_the_child_suffix() -> None:
+    longest = "b" * 61
+    accepted = PlaceBrokerOrder(**(BRACKET | {"client_order_id": longest}))
+    assert accepted.stop_loss_client_order_id == longest + ":sl"
+    too_long = "b" * 62
+    with pytest.raises(ValidationError, match=r"too long for a bracket.*at most 61"):
+        PlaceBrokerOrder(**(BRACKET | {"client_order_id": too_long}))
+    # the same id is fine for a plain order
+    assert PlaceBrokerOrder(**(BROKER_TERMS | {"client_order_id": too_long})).client_order_id

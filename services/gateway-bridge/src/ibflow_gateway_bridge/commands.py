@@ -16,6 +16,16 @@ sure a second replica would not execute a command twice).
   order found is answered ``CommandAccepted(duplicate=True)`` and nothing is placed.
   Concurrent place commands share one broker query (one that started after they were
   received), so a burst costs a few queries, not two per order.
+* A place with ``take_profit_price``/``stop_loss_price`` is a bracket: the parent and
+  its children (``<client_order_id>:tp`` a ``LMT``, ``<client_order_id>:sl`` a ``STP``,
+  opposite side, same quantity, one OCA group ``<client_order_id>:oca``) are sent in one
+  go with IB's transmit pattern (:meth:`IbClient.place_bracket`), after ONE pacer wait
+  for all of their messages. Idempotency stays on the parent's client order id: if the
+  parent is known at the broker, nothing is placed (even if its children are missing).
+  The reply lists every client order id placed, parent first. Each child is an order of
+  its own at IB: its statuses, executions and commissions are published like any
+  order's, under its own client order id. Cancelling the parent before it fills makes
+  IB cancel the children; a child can be cancelled or modified by its own id.
 * Every message to IB first passes the connection's :class:`Pacer`.
 * The broker's verdict (acceptance, 201 rejections, fills) arrives later as events
   published by :class:`~ibflow_gateway_bridge.events.BrokerEventPublisher`.
@@ -66,12 +76,12 @@ from ibflow.contracts.replies import (
     CommandAccepted,
 )
 from ibflow_gateway_bridge.ib import IbClient
-from ibflow_gateway_bridge.ib.adapter import IbOrderError, Trade
+from ibflow_gateway_bridge.ib.adapter import BracketChild, IbOrderError, Trade
 from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
-__all__ = ["ORDER_ACK_SECONDS", "QUEUE_GROUP", "BrokerCommands"]
+__all__ = ["ORDER_ACK_SECONDS", "QUEUE_GROUP", "BrokerCommands", "bracket_oca_group"]
 
 log = logging.getLogger("ibflow.gateway_bridge.commands")
 
@@ -109,6 +119,25 @@ def _aux_price(terms: PlaceBrokerOrder | ModifyBrokerOrder) -> Decimal | None:
     if terms.order_type is OrderType.TRAIL:
         return terms.trailing_amount
     return terms.stop_price
+
+
+def _bracket_children(cmd: PlaceBrokerOrder) -> list[BracketChild]:
+    """The IB children of a bracket command: take profit (``LMT``), then stop loss (``STP``)."""
+    children: list[BracketChild] = []
+    if cmd.take_profit_client_order_id is not None:
+        children.append(
+            BracketChild(cmd.take_profit_client_order_id, "LMT", lmt_price=cmd.take_profit_price)
+        )
+    if cmd.stop_loss_client_order_id is not None:
+        children.append(
+            BracketChild(cmd.stop_loss_client_order_id, "STP", aux_price=cmd.stop_loss_price)
+        )
+    return children
+
+
+def bracket_oca_group(client_order_id: str) -> str:
+    """The OCA group of a bracket's children: ``<parent client order id>:oca``."""
+    return f"{client_order_id}:oca"
 
 
 class BrokerCommands:
@@ -179,10 +208,12 @@ class BrokerCommands:
     # ------------------------------------------------------------------ handlers
 
     async def place(self, cmd: PlaceBrokerOrder) -> CommandAccepted:
-        """Place the order at IB once per client order id (see the module docstring)."""
+        """Place the order (a bracket: with its children) at IB once per client order id
+        (see the module docstring)."""
         received = asyncio.get_running_loop().time()
         self._check(cmd.portfolio_id)
         coid = cmd.client_order_id
+        coids = cmd.bracket_client_order_ids()
         async with self._order_lock(coid):
             existing = self._first(self._client.trades_by_ref(coid))
             if existing is None:
@@ -191,31 +222,15 @@ class BrokerCommands:
                 return CommandAccepted.of(
                     cmd,
                     duplicate=True,
-                    client_order_ids=(coid,),
+                    client_order_ids=coids,
                     detail=f"already placed at the broker: {_describe(existing)}",
                 )
             client = self._client
-            messages = 1 if client.knows_contract(cmd.symbol, "STK", cmd.exchange) else 2
-            await self._acquire(messages)
+            qualify = 0 if client.knows_contract(cmd.symbol, "STK", cmd.exchange) else 1
+            await self._acquire(len(coids) + qualify)
             self._pending_ack[coid] = received
             try:
-                order_id = await client.place_order(
-                    symbol=cmd.symbol,
-                    action=cmd.side.value,
-                    quantity=cmd.quantity,
-                    order_type=_IB_ORDER_TYPES[cmd.order_type],
-                    order_ref=coid,
-                    exchange=cmd.exchange,
-                    currency=cmd.currency,
-                    lmt_price=cmd.limit_price,
-                    aux_price=_aux_price(cmd),
-                    trailing_percent=cmd.trailing_percent,
-                    trail_stop_price=cmd.trail_stop_price,
-                    tif=cmd.tif.value,
-                    outside_rth=cmd.outside_rth,
-                    account=self._connection.config.account or "",
-                    timeout=self._query_timeout,
-                )
+                order_ids = await self._send_place(cmd)
             except IbOrderError as exc:
                 self._pending_ack.pop(coid, None)
                 raise RemoteError(INVALID_REQUEST, f"symbol: {exc}") from None
@@ -227,9 +242,57 @@ class BrokerCommands:
             except ConnectionError as exc:
                 self._pending_ack.pop(coid, None)
                 raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id}: {exc}") from None
-        placed = self._first(self._client.trades_by_ref(coid))
-        detail = _describe(placed) if placed is not None else f"order_id={order_id}"
-        return CommandAccepted.of(cmd, client_order_ids=(coid,), detail=f"placed: {detail}")
+        details = []
+        for ref, order_id in zip(coids, order_ids, strict=True):
+            placed = self._first(self._client.trades_by_ref(ref))
+            text = _describe(placed) if placed is not None else f"order_id={order_id}"
+            details.append(text if len(coids) == 1 else f"{ref} {text}")
+        return CommandAccepted.of(
+            cmd, client_order_ids=coids, detail=f"placed: {'; '.join(details)}"
+        )
+
+    async def _send_place(self, cmd: PlaceBrokerOrder) -> list[int]:
+        """Send the order (a bracket: parent and children); the IB order ids, parent first."""
+        client = self._client
+        account = self._connection.config.account or ""
+        if cmd.is_bracket:
+            return await client.place_bracket(
+                symbol=cmd.symbol,
+                action=cmd.side.value,
+                quantity=cmd.quantity,
+                order_type=_IB_ORDER_TYPES[cmd.order_type],
+                order_ref=cmd.client_order_id,
+                children=_bracket_children(cmd),
+                oca_group=bracket_oca_group(cmd.client_order_id),
+                exchange=cmd.exchange,
+                currency=cmd.currency,
+                lmt_price=cmd.limit_price,
+                aux_price=_aux_price(cmd),
+                trailing_percent=cmd.trailing_percent,
+                trail_stop_price=cmd.trail_stop_price,
+                tif=cmd.tif.value,
+                outside_rth=cmd.outside_rth,
+                account=account,
+                timeout=self._query_timeout,
+            )
+        order_id = await client.place_order(
+            symbol=cmd.symbol,
+            action=cmd.side.value,
+            quantity=cmd.quantity,
+            order_type=_IB_ORDER_TYPES[cmd.order_type],
+            order_ref=cmd.client_order_id,
+            exchange=cmd.exchange,
+            currency=cmd.currency,
+            lmt_price=cmd.limit_price,
+            aux_price=_aux_price(cmd),
+            trailing_percent=cmd.trailing_percent,
+            trail_stop_price=cmd.trail_stop_price,
+            tif=cmd.tif.value,
+            outside_rth=cmd.outside_rth,
+            account=account,
+            timeout=self._query_timeout,
+        )
+        return [order_id]
 
     async def cancel(self, cmd: CancelBrokerOrder) -> CommandAccepted:
         """Cancel the working order of a client order id; a finished one is accepted as

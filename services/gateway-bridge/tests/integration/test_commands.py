@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from ibflow.bus import request, subjects
 from ibflow.bus.errors import RemoteError, RequestError
 from ibflow.contracts.enums import ConnectionState, OrderSide, OrderType
-from ibflow.contracts.execution import OrderStatusChanged
+from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     CancelBrokerOrder,
     ModifyBrokerOrder,
@@ -345,3 +345,263 @@ async def test_a_failed_broker_query_refuses_the_place_command(
         assert _sim_orders(gateway_sim, "silent-1") == []
     finally:
         await commands.stop()
+
+
+# --------------------------------------------------------------------- brackets
+
+
+class RecordingPacer(Pacer):
+    """A real :class:`Pacer` that also records the size of every ``acquire``."""
+
+    def __init__(self, portfolio: str) -> None:
+        super().__init__(portfolio)
+        self.acquired: list[int] = []
+
+    async def acquire(self, n: int = 1) -> None:
+        self.acquired.append(n)
+        await super().acquire(n)
+
+
+@pytest.fixture
+async def start_recorded_commands(
+    nc: NatsClient,
+) -> AsyncIterator[Callable[[Bridge], Any]]:
+    """``await start_recorded_commands(bridge)`` → ``(commands, pacer)``, stopped after."""
+    started: list[BrokerCommands] = []
+
+    async def _start(bridge: Bridge) -> tuple[BrokerCommands, RecordingPacer]:
+        p = bridge.connection.portfolio_id
+        pacer = RecordingPacer(p)
+        commands = BrokerCommands(
+            p, nc, bridge.connection, pacer, reconciler=bridge.reconciler, query_timeout=3.0
+        )
+        await commands.start()
+        started.append(commands)
+        return commands, pacer
+
+    yield _start
+    for commands in started:
+        await commands.stop()
+
+
+def _bracket(p: str, coid: str, **terms: Any) -> PlaceBrokerOrder:
+    fields: dict[str, Any] = {
+        "order_type": OrderType.LMT,
+        "limit_price": Decimal("185.00"),
+        "take_profit_price": Decimal("200.00"),
+        "stop_loss_price": Decimal("180.00"),
+    }
+    fields.update(terms)
+    return _place(p, coid, **fields)
+
+
+def _one(sim: GatewaySimulator, coid: str) -> Any:
+    [order] = _sim_orders(sim, coid)
+    return order
+
+
+def _statuses(stored: list[Any], coid: str) -> list[str]:
+    return [
+        status.ib_status
+        for status in (OrderStatusChanged.from_json(s.data) for s in stored)
+        if status.client_order_id == coid
+    ]
+
+
+async def test_bracket_places_parent_and_children_with_oca(
+    gateway_sim: GatewaySimulator,
+    bridge_js: JetStreamContext,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_recorded_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "brk1"
+    gateway_sim.faults.set_price("AAPL", Decimal("190.00"))
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=31))
+    _, pacer = await start_recorded_commands(bridge)
+    await bridge.wait_ready()
+    cmd = _bracket(p, "brk-1", quantity=Decimal(20), tif="GTC", outside_rth=True)
+
+    accepted = await _send(nc, cmd)
+
+    assert accepted.duplicate is False
+    assert accepted.client_order_ids == ("brk-1", "brk-1:tp", "brk-1:sl")
+    assert accepted.detail is not None
+    assert "brk-1:tp order_id=" in accepted.detail
+    # the duplicate check's two broker queries, then ONE wait for 3 orders + qualification
+    assert pacer.acquired == [1, 1, 4]
+    await wait_until(lambda: len(_sim_orders(gateway_sim, "brk-1:sl")) == 1)
+    parent, take_profit, stop_loss = (_one(gateway_sim, c) for c in accepted.client_order_ids)
+    assert (parent.status, parent.action, parent.order_type) == ("Submitted", "BUY", "LMT")
+    assert parent.request.lmt_price == Decimal("185.00")
+    assert parent.request.oca_group == ""
+    for child in (take_profit, stop_loss):
+        assert child.status == "PreSubmitted"  # waiting for the parent's fill
+        assert child.transmitted
+        assert child.action == "SELL"
+        assert child.quantity == Decimal(20)
+        assert (child.request.tif, child.request.outside_rth) == ("GTC", True)
+        assert child.request.parent_id == parent.order_id
+        assert child.parent_perm_id == parent.perm_id
+        assert (child.request.oca_group, child.request.oca_type) == ("brk-1:oca", 2)
+    assert (take_profit.order_type, take_profit.request.lmt_price) == ("LMT", Decimal("200.00"))
+    assert (stop_loss.order_type, stop_loss.request.aux_price) == ("STP", Decimal("180.00"))
+    assert parent.children == (take_profit.order_id, stop_loss.order_id)
+    # ib_async sent them with IB's transmit pattern
+    sent = {
+        t.order.orderRef: t.order
+        for c in cmd.bracket_client_order_ids()
+        for t in bridge.client.trades_by_ref(c)
+    }
+    assert [sent[c].transmit for c in accepted.client_order_ids] == [False, False, True]
+    # each child's status is published under its own client order id
+    stored = await wait_stored(
+        bridge_js,
+        subjects.order_status(p),
+        lambda found: all(_statuses(found, c) for c in accepted.client_order_ids),
+    )
+    assert _statuses(stored, "brk-1:tp")[0] == "PreSubmitted"
+    assert _statuses(stored, "brk-1:sl")[0] == "PreSubmitted"
+
+    # a take-profit-only bracket on the now known contract: 2 messages, no qualification
+    pacer.acquired.clear()
+    await _send(nc, _bracket(p, "brk-2", stop_loss_price=None))
+    assert pacer.acquired == [1, 1, 2]
+    await wait_until(lambda: len(_sim_orders(gateway_sim, "brk-2:tp")) == 1)
+    assert _one(gateway_sim, "brk-2:tp").request.transmit is True  # the last child transmits
+    assert _sim_orders(gateway_sim, "brk-2:sl") == []
+
+
+async def test_bracket_target_fill_cancels_stop_and_publishes_both(
+    gateway_sim: GatewaySimulator,
+    bridge_js: JetStreamContext,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "brk2"
+    gateway_sim.faults.set_price("AAPL", Decimal("190.00"))
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=32))
+    await start_commands(bridge)
+    await bridge.wait_ready()
+    cmd = _bracket(
+        p,
+        "brk-fill",
+        limit_price=Decimal("190.01"),  # marketable: the ask
+        take_profit_price=Decimal("195.00"),
+        stop_loss_price=Decimal("185.00"),
+    )
+
+    await _send(nc, cmd)
+    await wait_until(lambda: _one(gateway_sim, "brk-fill").status == "Filled")
+    await wait_until(lambda: _one(gateway_sim, "brk-fill:tp").status == "Submitted")
+    gateway_sim.faults.set_price("AAPL", Decimal("195.00"))  # bid 195 reaches the target
+
+    await wait_until(lambda: _one(gateway_sim, "brk-fill:tp").status == "Filled")
+    await wait_until(lambda: _one(gateway_sim, "brk-fill:sl").status == "Cancelled")
+    stored = await wait_stored(
+        bridge_js,
+        subjects.order_status(p),
+        lambda found: (
+            "Filled" in _statuses(found, "brk-fill:tp")
+            and "Cancelled" in _statuses(found, "brk-fill:sl")
+        ),
+    )
+    assert "Filled" in _statuses(stored, "brk-fill")
+    assert "Filled" not in _statuses(stored, "brk-fill:sl")
+    executions = [
+        ExecutionReported.from_json(s.data)
+        for s in await wait_stored(bridge_js, subjects.execution(p), lambda f: len(f) >= 2)
+    ]
+    by_coid = {e.client_order_id: e for e in executions}
+    assert set(by_coid) == {"brk-fill", "brk-fill:tp"}
+    assert (by_coid["brk-fill"].side, by_coid["brk-fill"].price) == (
+        OrderSide.BUY,
+        Decimal("190.01"),
+    )
+    target = by_coid["brk-fill:tp"]
+    assert (target.side, target.shares, target.price) == (
+        OrderSide.SELL,
+        Decimal(10),
+        Decimal("195"),
+    )
+    commissions = [
+        CommissionReported.from_json(s.data)
+        for s in await wait_stored(bridge_js, subjects.commission(p), lambda f: len(f) >= 2)
+    ]
+    assert {c.exec_id for c in commissions} == {e.exec_id for e in executions}
+    [target_commission] = [c for c in commissions if c.exec_id == target.exec_id]
+    assert target_commission.commission == Decimal("1")
+    assert target_commission.realized_pnl == Decimal("47.9")  # (195 - 190.01) * 10 - 2 * 1
+
+
+async def test_repeated_bracket_place_is_one_broker_order_set(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "brk3"
+    gateway_sim.faults.set_price("AAPL", Decimal("190.00"))
+    config = portfolio_config(p, gateway_sim.port, client_id=33)
+    first = start_portfolio(config)
+    commands = await start_commands(first)
+    await first.wait_ready()
+    cmd = _bracket(p, "brk-dup")
+
+    assert (await _send(nc, cmd)).duplicate is False
+    again = await _send(nc, cmd)
+    assert again.duplicate is True
+    assert again.client_order_ids == ("brk-dup", "brk-dup:tp", "brk-dup:sl")
+    assert again.detail is not None
+    assert "already placed" in again.detail
+    # concurrently: still one set
+    race = _bracket(p, "brk-race")
+    both = await asyncio.gather(*(_send(nc, race) for _ in range(2)))
+    assert sorted(a.duplicate for a in both) == [False, True]
+    # only the parent at the broker (placed as a plain order): the bracket adds nothing
+    await _send(nc, _place(p, "brk-lone", order_type=OrderType.LMT, limit_price=Decimal(185)))
+    assert (await _send(nc, _bracket(p, "brk-lone"))).duplicate is True
+
+    # a bridge restart: found at the broker, nothing placed again
+    await commands.stop()
+    await first.connection.stop()
+    second = start_portfolio(config)
+    await start_commands(second)
+    await second.wait_ready()
+    assert (await _send(nc, cmd)).duplicate is True
+
+    for coid in ("brk-dup", "brk-race"):
+        for ref in (coid, f"{coid}:tp", f"{coid}:sl"):
+            assert len(_sim_orders(gateway_sim, ref)) == 1, ref
+    assert len(_sim_orders(gateway_sim, "brk-lone")) == 1
+    assert _sim_orders(gateway_sim, "brk-lone:tp") == []
+    assert _sim_orders(gateway_sim, "brk-lone:sl") == []
+
+
+async def test_cancelling_a_bracket_parent_cancels_its_children(
+    gateway_sim: GatewaySimulator,
+    bridge_js: JetStreamContext,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "brk4"
+    gateway_sim.faults.set_price("AAPL", Decimal("190.00"))
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=34))
+    await start_commands(bridge)
+    await bridge.wait_ready()
+    coids = (await _send(nc, _bracket(p, "brk-cxl"))).client_order_ids
+
+    cancel = CancelBrokerOrder(portfolio_id=p, client_order_id="brk-cxl")
+    accepted = await request(
+        nc, subjects.cancel_broker_order(p), cancel, CommandAccepted, timeout=5
+    )
+
+    assert accepted.client_order_ids == ("brk-cxl",)
+    await wait_until(lambda: [_one(gateway_sim, c).status for c in coids] == ["Cancelled"] * 3)
+    await wait_stored(
+        bridge_js,
+        subjects.order_status(p),
+        lambda found: all("Cancelled" in _statuses(found, c) for c in coids),
+    )

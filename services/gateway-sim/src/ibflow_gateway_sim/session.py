@@ -551,7 +551,11 @@ class ClientSession:
         )
 
     def send_order(self, order: SimOrder) -> None:
-        """openOrder + orderStatus for an order state change."""
+        """openOrder + orderStatus for an order state change; nothing for an order not
+        transmitted yet (``transmit=False``: IB has not received it, the client keeps it
+        ``PendingSubmit``)."""
+        if not order.transmitted:
+            return
         self.send(self._open_order_frame(order), self._order_status_frame(order))
 
     def send_execution(self, execution: SimExecution) -> None:
@@ -572,6 +576,8 @@ class ClientSession:
         orders = self._sim.engine.open_orders(None if all_clients else self.client_id)
         frames: list[bytes] = []
         for order in orders:
+            if not order.transmitted:
+                continue
             frames += [self._open_order_frame(order), self._order_status_frame(order)]
         frames.append(responses.open_order_end())
         self.send(*frames)
@@ -579,6 +585,8 @@ class ClientSession:
     def _completed_orders(self, _: ReqCompletedOrders | None = None) -> None:
         frames: list[bytes] = []
         for order in self._sim.engine.completed_orders():
+            if not order.transmitted:
+                continue  # cancelled before it was ever transmitted: IB never had it
             parent = self._sim.engine.order(order.parent_perm_id) if order.parent_perm_id else None
             frames.append(
                 responses.completed_order(

@@ -595,3 +595,54 @@ def test_intermediate_quotes_trigger_stops() -> None:
     assert engine.on_market(now) == []  # the current quote alone misses the dip
     (ex,) = execs(engine.on_market(now, updates))
     assert ex.price == D("97.50")
+
+
+# ---------------------------------------------------------------- transmit=False (brackets)
+
+
+def transmitted(events: Sequence[EngineEvent], order_id: int) -> list[tuple[str, bool]]:
+    return [
+        (e.order.status, e.order.transmitted)
+        for e in events
+        if isinstance(e, OrderStatusChanged) and e.order.order_id == order_id
+    ]
+
+
+def test_held_orders_are_announced_when_the_last_child_transmits_the_chain() -> None:
+    engine, _ = setup()
+    parent = engine.place(1, 1, req("BUY", 100, "LMT", lmt_price=D(95), transmit=False), T0)
+    tp = engine.place(
+        1, 2, req("SELL", 100, "LMT", lmt_price=D(105), parent_id=1, transmit=False), T0
+    )
+    # not transmitted: the snapshots say so (the server sends nothing for them)
+    assert transmitted(parent, 1) == [("PreSubmitted", False)]
+    assert transmitted(tp, 2) == [("PreSubmitted", False)]
+
+    events = engine.place(1, 3, req("SELL", 100, "STP", aux_price=D(90), parent_id=1), T0)
+
+    assert transmitted(events, 1) == [("Submitted", True)]
+    assert transmitted(events, 2) == [("PreSubmitted", True)]  # first news of the held child
+    assert transmitted(events, 3) == [("PreSubmitted", True)]
+    # parent first, then the children in placement order
+    assert [e.order.order_id for e in events if isinstance(e, OrderStatusChanged)] == [1, 2, 3]
+
+
+def test_cancelling_an_untransmitted_order_sends_no_202() -> None:
+    engine, _ = setup()
+    engine.place(1, 1, req("BUY", 100, "LMT", lmt_price=D(95), transmit=False), T0)
+    engine.place(1, 2, req("SELL", 100, "LMT", lmt_price=D(99), parent_id=1, transmit=False), T0)
+
+    events = engine.cancel(1, 1, T0)
+
+    assert transmitted(events, 1) == [("Cancelled", False)]
+    assert transmitted(events, 2) == [("Cancelled", False)]
+    assert errors(events) == []
+
+
+def test_modifying_a_held_order_with_transmit_releases_it() -> None:
+    engine, _ = setup()
+    engine.place(1, 1, req("BUY", 100, "LMT", lmt_price=D(95), transmit=False), T0)
+
+    events = engine.place(1, 1, req("BUY", 100, "LMT", lmt_price=D(96)), T0)
+
+    assert transmitted(events, 1) == [("PreSubmitted", True), ("Submitted", True)]

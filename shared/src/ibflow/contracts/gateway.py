@@ -10,13 +10,36 @@ per-portfolio subject that nothing else may publish on. The bridge does no risk 
 from __future__ import annotations
 
 import uuid
-from typing import Self
+from typing import Final, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from ibflow.contracts.base import Actor, Command, Event, PortfolioId, Symbol, UtcDatetime
-from ibflow.contracts.enums import BrokerQuery, ConnectionState, GatewayType
+from ibflow.contracts.base import (
+    Actor,
+    ClientOrderId,
+    Command,
+    Event,
+    PortfolioId,
+    PositiveMoney,
+    Symbol,
+    UtcDatetime,
+)
+from ibflow.contracts.enums import (
+    BrokerQuery,
+    ConnectionState,
+    GatewayType,
+    OrderSide,
+    TimeInForce,
+)
 from ibflow.contracts.orders import OrderRef, OrderTerms
+
+TAKE_PROFIT_SUFFIX: Final = ":tp"
+"""Appended to a bracket parent's client order id to name its take-profit child."""
+STOP_LOSS_SUFFIX: Final = ":sl"
+"""Appended to a bracket parent's client order id to name its stop-loss child."""
+
+_CLIENT_ORDER_ID: Final = TypeAdapter(ClientOrderId)
+_ONE_SHOT_TIFS: Final = frozenset({TimeInForce.IOC, TimeInForce.FOK, TimeInForce.OPG})
 
 
 class GatewayConnectionChanged(Event):
@@ -124,7 +147,98 @@ class PlaceBrokerOrder(OrderTerms, Command):
 
     Idempotent: the bridge places an order for a ``client_order_id`` once and answers a
     repeat with ``CommandAccepted.duplicate``.
+
+    **Bracket.** With ``take_profit_price`` and/or ``stop_loss_price`` the order is the
+    parent of a bracket: its children are placed with it, in one go, and only work once
+    the parent has filled completely. Each child is an order of its own at IB, on the
+    opposite side with the parent's quantity, ``tif`` and ``outside_rth``: the take
+    profit a ``LMT`` at ``take_profit_price`` with client order id (``orderRef``)
+    ``<client_order_id>:tp``, the stop loss a ``STP`` at ``stop_loss_price`` with
+    ``<client_order_id>:sl``. The children are one-cancels-the-other: when one fills, IB
+    cancels the other; cancelling the parent before it fills cancels both. Idempotency
+    stays on the parent's ``client_order_id``. Validation: for a ``BUY`` parent the take
+    profit is above the stop loss, and above the parent's entry price (``limit_price``,
+    or ``stop_price`` of a ``STP``) while the stop loss is below it; mirrored for a
+    ``SELL``. A bracket's ``tif`` must let its children rest (not ``IOC``, ``FOK`` or
+    ``OPG``), and its ``client_order_id`` must leave room for the 3-character suffixes.
     """
+
+    take_profit_price: PositiveMoney | None = None
+    """Bracket: limit price of the take-profit child (``LMT``, opposite side, parent's
+    quantity; client order id ``<client_order_id>:tp``). Above the entry for a ``BUY``
+    parent, below it for a ``SELL``."""
+    stop_loss_price: PositiveMoney | None = None
+    """Bracket: stop (trigger) price of the stop-loss child (``STP``, opposite side,
+    parent's quantity; client order id ``<client_order_id>:sl``). Below the entry for a
+    ``BUY`` parent, above it for a ``SELL``."""
+
+    @model_validator(mode="after")
+    def _check_bracket(self) -> Self:
+        tp, sl = self.take_profit_price, self.stop_loss_price
+        if tp is None and sl is None:
+            return self
+        for child in self.bracket_client_order_ids()[1:]:
+            try:
+                _CLIENT_ORDER_ID.validate_python(child)
+            except ValidationError:
+                raise ValueError(
+                    f"client_order_id {self.client_order_id!r} is too long for a bracket: its "
+                    f"child {child!r} would not be a valid client order id (at most 64 "
+                    f"characters, so a bracket parent's id may have at most 61)"
+                ) from None
+        if self.tif in _ONE_SHOT_TIFS:
+            raise ValueError(
+                f"a bracket cannot have tif {self.tif}: its children take the parent's tif "
+                "and must be able to rest (use DAY or GTC)"
+            )
+        buy = self.side is OrderSide.BUY
+        above, below = ("above", "below") if buy else ("below", "above")
+        if tp is not None and sl is not None and not (tp > sl if buy else tp < sl):
+            raise ValueError(
+                f"take_profit_price must be {above} stop_loss_price for a {self.side} parent"
+            )
+        entry = self.limit_price if self.limit_price is not None else self.stop_price
+        if entry is not None:
+            name = "limit_price" if self.limit_price is not None else "stop_price"
+            if tp is not None and not (tp > entry if buy else tp < entry):
+                raise ValueError(
+                    f"take_profit_price must be {above} the parent's {name} for a {self.side}"
+                )
+            if sl is not None and not (sl < entry if buy else sl > entry):
+                raise ValueError(
+                    f"stop_loss_price must be {below} the parent's {name} for a {self.side}"
+                )
+        return self
+
+    @property
+    def is_bracket(self) -> bool:
+        """True when the order has a take-profit and/or a stop-loss child."""
+        return self.take_profit_price is not None or self.stop_loss_price is not None
+
+    @property
+    def take_profit_client_order_id(self) -> str | None:
+        """``<client_order_id>:tp`` when there is a take-profit child, else ``None``."""
+        if self.take_profit_price is None:
+            return None
+        return f"{self.client_order_id}{TAKE_PROFIT_SUFFIX}"
+
+    @property
+    def stop_loss_client_order_id(self) -> str | None:
+        """``<client_order_id>:sl`` when there is a stop-loss child, else ``None``."""
+        if self.stop_loss_price is None:
+            return None
+        return f"{self.client_order_id}{STOP_LOSS_SUFFIX}"
+
+    @property
+    def child_side(self) -> OrderSide:
+        """The side of a bracket's children: the opposite of the parent's."""
+        return OrderSide.SELL if self.side is OrderSide.BUY else OrderSide.BUY
+
+    def bracket_client_order_ids(self) -> tuple[str, ...]:
+        """The client order ids this command places: the parent's, then the take
+        profit's and the stop loss's when given."""
+        children = (self.take_profit_client_order_id, self.stop_loss_client_order_id)
+        return (self.client_order_id, *(coid for coid in children if coid is not None))
 
     def dedupe_key(self) -> str:
         """``cmd:place:<client_order_id>``."""

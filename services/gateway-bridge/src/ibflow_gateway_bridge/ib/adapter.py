@@ -13,6 +13,8 @@ methods and plain callables as callbacks:
   reconciliation queries (each with a timeout; they return ib_async objects to map);
 * :meth:`IbClient.place_order`, :meth:`~IbClient.cancel_order` and
   :meth:`~IbClient.modify_order` send orders (``orderRef`` = our client order id);
+  :meth:`IbClient.place_bracket` sends a parent with its take-profit / stop-loss
+  children in one go (IB's transmit pattern, children in one OCA group);
 * :meth:`IbClient.subscribe_ticks` / :meth:`~IbClient.unsubscribe_ticks` stream a
   symbol's top of book (``reqMktData``/``cancelMktData``); :meth:`~IbClient.forget_ticks`
   drops a handle whose line is already gone (reconnect, 1101) without a message to IB;
@@ -30,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -50,9 +52,11 @@ from ib_async import (
 from ib_async.util import UNSET_DOUBLE
 
 __all__ = [
+    "BRACKET_OCA_TYPE",
     "CONNECT_FAILURE_CODES",
     "AccountValue",
     "AccountValueCallback",
+    "BracketChild",
     "CommissionCallback",
     "CommissionReport",
     "DisconnectedCallback",
@@ -92,6 +96,26 @@ TickHandle: TypeAlias = int
 """A market data subscription of :meth:`IbClient.subscribe_ticks`."""
 
 _DELAYED_DATA_TYPES: Final = frozenset({3, 4})
+
+BRACKET_OCA_TYPE: Final = 2
+"""IB ``ocaType`` of a bracket's children: 2 = "remaining orders are proportionately
+reduced in size with block". A fill of one child shrinks the other by the same number
+of shares (a complete fill cancels it), so a partial take-profit fill leaves the stop
+loss covering exactly the shares still held; "with block" is IB's overfill protection
+(one member routed at a time). Type 1 would cancel the stop on the first partial fill
+of the target and leave the rest of the position unprotected."""
+
+
+@dataclass(frozen=True, slots=True)
+class BracketChild:
+    """One child of :meth:`IbClient.place_bracket`, on the parent's opposite side with its
+    quantity: ``order_type`` ``LMT`` (take profit at ``lmt_price``) or ``STP`` (stop loss
+    triggered at ``aux_price``); ``order_ref`` is its own client order id."""
+
+    order_ref: str
+    order_type: str
+    lmt_price: Decimal | None = None
+    aux_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +371,7 @@ class IbClient:
         transmit: bool = True,
         parent_id: int = 0,
         oca_group: str = "",
+        oca_type: int = 0,
         timeout: float = 5.0,  # noqa: ASYNC109
     ) -> int:
         """Qualify the contract, place the order with ``orderRef=order_ref``; its orderId.
@@ -354,35 +379,111 @@ class IbClient:
         ``action`` is ``BUY``/``SELL``; ``order_type`` IB's (``MKT``, ``LMT``, ``STP``,
         ``STP LMT``, ``TRAIL``); prices are sent as given (``TRAIL``: ``aux_price`` is
         the trailing amount, or ``trailing_percent``; ``trail_stop_price`` the initial
-        stop). A contract is qualified once per client and cached. Raises
-        :class:`IbOrderError` for a contract IB does not know, :class:`ConnectionError`
-        when not connected and :class:`TimeoutError` when qualifying takes too long.
+        stop); ``transmit``, ``parent_id``, ``oca_group`` and ``oca_type`` are sent as
+        IB's fields of those names. A contract is qualified once per client and cached.
+        Raises :class:`IbOrderError` for a contract IB does not know,
+        :class:`ConnectionError` when not connected and :class:`TimeoutError` when
+        qualifying takes too long.
         The broker's verdict (acceptance, rejection) arrives as order status events.
         """
         self._require_connected()
         contract = await self._qualify(symbol, sec_type, exchange, currency, timeout)
-        order = Order(
-            action=action.upper(),
-            totalQuantity=float(quantity),
-            orderType=order_type,
+        order = _order(
+            action=action,
+            quantity=quantity,
+            order_type=order_type,
+            order_ref=order_ref,
+            lmt_price=lmt_price,
+            aux_price=aux_price,
+            trailing_percent=trailing_percent,
+            trail_stop_price=trail_stop_price,
             tif=tif,
-            orderRef=order_ref,
-            outsideRth=outside_rth,
+            outside_rth=outside_rth,
             account=account,
             transmit=transmit,
-            parentId=parent_id,
-            ocaGroup=oca_group,
+            parent_id=parent_id,
+            oca_group=oca_group,
+            oca_type=oca_type,
         )
-        if lmt_price is not None:
-            order.lmtPrice = float(lmt_price)
-        if aux_price is not None:
-            order.auxPrice = float(aux_price)
-        if trailing_percent is not None:
-            order.trailingPercent = float(trailing_percent)
-        if trail_stop_price is not None:
-            order.trailStopPrice = float(trail_stop_price)
         trade = self._ib.placeOrder(contract, order)
         return int(trade.order.orderId)
+
+    async def place_bracket(
+        self,
+        *,
+        symbol: str,
+        action: str,
+        quantity: Decimal | int,
+        order_type: str,
+        order_ref: str,
+        children: Sequence[BracketChild],
+        oca_group: str,
+        oca_type: int = BRACKET_OCA_TYPE,
+        sec_type: str = "STK",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        lmt_price: Decimal | None = None,
+        aux_price: Decimal | None = None,
+        trailing_percent: Decimal | None = None,
+        trail_stop_price: Decimal | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+        account: str = "",
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[int]:
+        """Qualify the contract, then place a parent and its ``children`` back to back;
+        their orderIds, parent first.
+
+        IB's bracket pattern (as ``IB.bracketOrder``): the parent and every child but the
+        last are sent with ``transmit=False`` (IB holds them), the last child with
+        ``transmit=True`` transmits the whole chain; children carry
+        ``parentId=<parent's orderId>`` (IB works them once the parent has filled), the
+        opposite side, the parent's quantity, ``tif``, ``outside_rth`` and account, and
+        share ``oca_group`` with ``oca_type`` (:data:`BRACKET_OCA_TYPE`). Nothing is
+        awaited between the placements, so either all of them are written to the
+        socket or (not connected) none. Raises like :meth:`place_order`, and
+        :class:`ValueError` without children.
+        """
+        if not children:
+            raise ValueError("a bracket needs at least one child")
+        self._require_connected()
+        contract = await self._qualify(symbol, sec_type, exchange, currency, timeout)
+        self._require_connected()  # qualifying awaited: check again before the first send
+        parent = _order(
+            action=action,
+            quantity=quantity,
+            order_type=order_type,
+            order_ref=order_ref,
+            lmt_price=lmt_price,
+            aux_price=aux_price,
+            trailing_percent=trailing_percent,
+            trail_stop_price=trail_stop_price,
+            tif=tif,
+            outside_rth=outside_rth,
+            account=account,
+            transmit=False,
+        )
+        parent_id = int(self._ib.placeOrder(contract, parent).order.orderId)
+        child_action = "SELL" if action.upper() == "BUY" else "BUY"
+        order_ids = [parent_id]
+        for index, child in enumerate(children):
+            order = _order(
+                action=child_action,
+                quantity=quantity,
+                order_type=child.order_type,
+                order_ref=child.order_ref,
+                lmt_price=child.lmt_price,
+                aux_price=child.aux_price,
+                tif=tif,
+                outside_rth=outside_rth,
+                account=account,
+                transmit=index == len(children) - 1,
+                parent_id=parent_id,
+                oca_group=oca_group,
+                oca_type=oca_type,
+            )
+            order_ids.append(int(self._ib.placeOrder(contract, order).order.orderId))
+        return order_ids
 
     async def _qualify(
         self,
@@ -584,6 +685,49 @@ class IbClient:
             return
         for callback in list(self._disconnected_callbacks):
             _safe("disconnected", callback)()
+
+
+def _order(
+    *,
+    action: str,
+    quantity: Decimal | int,
+    order_type: str,
+    order_ref: str,
+    lmt_price: Decimal | None = None,
+    aux_price: Decimal | None = None,
+    trailing_percent: Decimal | None = None,
+    trail_stop_price: Decimal | None = None,
+    tif: str,
+    outside_rth: bool,
+    account: str,
+    transmit: bool,
+    parent_id: int = 0,
+    oca_group: str = "",
+    oca_type: int = 0,
+) -> Order:
+    """An ib_async :class:`Order`; prices left unset (IB's "none") when ``None``."""
+    order = Order(
+        action=action.upper(),
+        totalQuantity=float(quantity),
+        orderType=order_type,
+        tif=tif,
+        orderRef=order_ref,
+        outsideRth=outside_rth,
+        account=account,
+        transmit=transmit,
+        parentId=parent_id,
+        ocaGroup=oca_group,
+        ocaType=oca_type,
+    )
+    if lmt_price is not None:
+        order.lmtPrice = float(lmt_price)
+    if aux_price is not None:
+        order.auxPrice = float(aux_price)
+    if trailing_percent is not None:
+        order.trailingPercent = float(trailing_percent)
+    if trail_stop_price is not None:
+        order.trailStopPrice = float(trail_stop_price)
+    return order
 
 
 def _price(value: float | None) -> Decimal | None:

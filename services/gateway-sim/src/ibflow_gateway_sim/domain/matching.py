@@ -9,6 +9,17 @@ Semantics (see also the README of the domain in the final report):
   order stays ``PreSubmitted`` while held: not transmitted yet (``transmit=False`` in
   its chain), child of a parent that has not fully filled, waiting for the regular
   session (RTH clock, ``outside_rth=False``) or for the open (``OPG``).
+* **Transmit.** Like TWS, an order placed with ``transmit=False`` is kept but not
+  sent: its snapshots say ``transmitted=False`` (the server tells the client nothing
+  about it, the client keeps it ``PendingSubmit``) and it never works. A later
+  ``transmit=True`` placement in the same chain (the order itself modified, its parent,
+  or a child of the same parent) transmits the whole chain, parent first: each member
+  then emits ``PreSubmitted`` (still held, e.g. a child waiting for its parent) or
+  ``Submitted``. Cancelling an untransmitted order emits only its ``Cancelled``
+  snapshot (no 202: IB never had it).
+* **Brackets.** A child (``parent_id``) is ``PreSubmitted`` until its parent has
+  filled COMPLETELY, then ``Submitted``; it fills like any order (its own executions
+  and commissions).
 * **Fills** (per execution): ``ExecutionOccurred`` → ``OrderStatusChanged`` (Submitted
   while partially filled, Filled when complete) → ``CommissionCharged`` →
   ``PositionChanged`` → ``AccountChanged``. Side effects (OCA, children) follow.
@@ -311,7 +322,9 @@ class Engine:
         """New order, or modification when ``(client_id, order_id)`` is already known.
 
         New order: validation failures give one ``OrderRejected`` (200 unknown contract,
-        201 invalid order / price / buying power / spent OCA group). Known id: live and
+        201 invalid order / price / buying power / spent OCA group); accepted with
+        ``transmit=False`` it is only kept (one ``transmitted=False`` snapshot), else it
+        transmits its chain (module docs, "Transmit"). Known id: live and
         same contract and side → modification (``OrderStatusChanged`` with the new
         terms, then any fills); different contract → 103; different side → 105; filled
         → 104; cancelled/inactive → 103.
@@ -344,10 +357,10 @@ class Engine:
             parent.children.append(order_id)
         self._set_expiry(order, now)
         order.status = OrderStatus.PRE_SUBMITTED
-        events: list[EngineEvent] = [OrderStatusChanged(order.snap())]
-        if request.transmit:
-            events += self._transmit_chain(order, now)
-        return events
+        if not request.transmit:
+            # held: IB never hears of it (the snapshot says transmitted=False)
+            return [OrderStatusChanged(order.snap())]
+        return self._transmit_chain(order, now, placed=True)
 
     def cancel(self, client_id: int, order_id: int, now: datetime) -> list[EngineEvent]:
         """Cancel the remainder of an order (fills are kept): ``OrderStatusChanged
@@ -678,9 +691,12 @@ class Engine:
             order.opg_at = None
             self._set_expiry(order, now)
         order.updated = now
+        release = req.transmit and not order.transmitted
+        if release:
+            order.transmitted = True  # this placement is the first IB hears of it
         events: list[EngineEvent] = [OrderStatusChanged(order.snap())]
-        if req.transmit and not order.transmitted:
-            events += self._transmit_chain(order, now)
+        if release:
+            events += self._transmit_chain(order, now, placed=False)
         elif order.status == OrderStatus.SUBMITTED:
             order.first_check = True
             quote = self.market.quote(order.inst.symbol)
@@ -693,10 +709,9 @@ class Engine:
             return []
         order.status = OrderStatus.CANCELLED
         order.updated = now
-        events: list[EngineEvent] = [
-            OrderStatusChanged(order.snap()),
-            OrderError(order.client_id, order.order_id, 202, ErrorTexts.CANCELLED),
-        ]
+        events: list[EngineEvent] = [OrderStatusChanged(order.snap())]
+        if order.transmitted:  # an order IB never received is dropped without a word
+            events.append(OrderError(order.client_id, order.order_id, 202, ErrorTexts.CANCELLED))
         if order.filled < order.quantity:
             for child in self._children(order):
                 events += self._cancel(child, now)
@@ -715,17 +730,28 @@ class Engine:
     def _parent(self, order: _Order) -> _Order | None:
         return self._orders.get(order.parent_perm) if order.parent_perm else None
 
-    def _transmit_chain(self, order: _Order, now: datetime) -> list[EngineEvent]:
+    def _transmit_chain(self, order: _Order, now: datetime, *, placed: bool) -> list[EngineEvent]:
         """Transmit ``order`` with its parent and siblings, then activate them in
-        placement order (the parent first)."""
+        placement order (the parent first).
+
+        ``placed``: ``order`` is a new order, whose ``PreSubmitted`` is emitted in its
+        turn. Another member transmitted only now that is still held afterwards (a child
+        waiting for its parent's fill) emits ``PreSubmitted`` too: it is the first the
+        client hears of it; one that starts working at once emits ``Submitted``.
+        """
         root = self._parent(order) or order
         chain = [root, *self._children(root)]
+        fresh = {member.perm_id for member in chain if not member.transmitted}
         for member in chain:
             member.transmitted = True
         events: list[EngineEvent] = []
         for member in sorted(chain, key=lambda o: o.perm_id):
+            if member is order and placed:
+                events.append(OrderStatusChanged(member.snap()))
             if member.active and member.hold == "transmit":
                 events += self._activate(member, now)
+                if member is not order and member.perm_id in fresh and member.hold:
+                    events.append(OrderStatusChanged(member.snap()))
         return events
 
     def _hold_reason(self, order: _Order, now: datetime) -> _Hold:
