@@ -124,6 +124,9 @@ class OrderIntent(OrderTerms):
     """Entries: close the position when the price crosses this level against it."""
     take_profit: PositiveMoney | None = None
     """Entries: close the position when the price reaches this level in its favour."""
+    reference_price: PositiveMoney | None = None
+    """The market price the requester saw, used to value orders without a limit price
+    (``MKT``, ``TRAIL``) for cash and risk; the order-manager looks one up when omitted."""
     requested_by: Actor
 
     @model_validator(mode="after")
