@@ -16,6 +16,7 @@ from ibflow.contracts import (
     REFUSED,
     AccountValuesReported,
     BrokerErrorReported,
+    BrokerOrderSearched,
     BrokerPositionReported,
     BrokerQuery,
     BrokerSnapshotCompleted,
@@ -31,6 +32,7 @@ from ibflow.contracts import (
     ErrorReply,
     ExecutionReported,
     ExitReason,
+    FindBrokerOrder,
     FlattenPositions,
     GatewayConnectionChanged,
     GatewayType,
@@ -148,6 +150,8 @@ SAMPLES: dict[type[Contract], Contract] = {
         SubscribeMarketData(symbols=("AAPL",), requested_by="position-monitor"),
         UnsubscribeMarketData(symbols=("AAPL",), requested_by="position-monitor"),
         RefreshBrokerState(portfolio_id="demo", requested_by="position-monitor"),
+        FindBrokerOrder(portfolio_id="demo", client_order_id="c1"),
+        BrokerOrderSearched(client_order_id="c1", found=False),
         PlaceBrokerOrder(**BROKER_TERMS),
         ModifyBrokerOrder(**BROKER_TERMS, revision=3),
         CancelBrokerOrder(portfolio_id="demo", client_order_id="c1"),
@@ -367,7 +371,7 @@ def test_messages_are_frozen() -> None:
 
 _IMPERATIVE = {
     "Submit", "Modify", "Cancel", "Halt", "Resume", "Flatten", "Set", "Request",
-    "Trigger", "Subscribe", "Unsubscribe", "Refresh", "Place",
+    "Trigger", "Subscribe", "Unsubscribe", "Refresh", "Place", "Find",
 }  # fmt: skip
 
 

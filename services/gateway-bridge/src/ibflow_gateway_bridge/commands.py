@@ -56,14 +56,17 @@ from ibflow.bus import serve
 from ibflow.bus.errors import Reject, RemoteError
 from ibflow.bus.subjects import (
     cancel_broker_order,
+    lookup_broker_order,
     modify_broker_order,
     place_broker_order,
     refresh_broker_state,
 )
 from ibflow.contracts.enums import OrderType
 from ibflow.contracts.gateway import (
+    BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
+    FindBrokerOrder,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
     RefreshBrokerState,
@@ -77,6 +80,7 @@ from ibflow.contracts.replies import (
 )
 from ibflow_gateway_bridge.ib import IbClient
 from ibflow_gateway_bridge.ib.adapter import BracketChild, IbOrderError, Trade
+from ibflow_gateway_bridge.ib.mapping import order_status_changed
 from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
@@ -179,12 +183,13 @@ class BrokerCommands:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Subscribe the four command subjects of the portfolio."""
+        """Subscribe the portfolio's command subjects: place, cancel, modify, refresh, lookup."""
         p = self.portfolio_id
         await self._serve(place_broker_order(p), PlaceBrokerOrder, self.place)
         await self._serve(cancel_broker_order(p), CancelBrokerOrder, self.cancel)
         await self._serve(modify_broker_order(p), ModifyBrokerOrder, self.modify)
         await self._serve(refresh_broker_state(p), RefreshBrokerState, self.refresh)
+        await self._serve(lookup_broker_order(p), FindBrokerOrder, self.lookup)
 
     async def stop(self) -> None:
         """Unsubscribe (no new commands) and cancel refreshes still running; idempotent."""
@@ -351,6 +356,20 @@ class BrokerCommands:
             client_order_ids=(coid,),
             detail=f"modification sent (revision {cmd.revision}): {_describe(trade)}",
         )
+
+    async def lookup(self, cmd: FindBrokerOrder) -> BrokerOrderSearched:
+        """Whether IB has an order with this orderRef (this session's trades, else a fresh
+        open + completed orders query); a failed query is an error reply, never "not found"."""
+        received = asyncio.get_running_loop().time()
+        self._check(cmd.portfolio_id)
+        coid = cmd.client_order_id
+        trade = self._first(self._client.trades_by_ref(coid))
+        if trade is None:
+            trade = (await self._broker_orders(received)).get(coid)
+        if trade is None:
+            return BrokerOrderSearched(client_order_id=coid, found=False)
+        status = order_status_changed(self.portfolio_id, trade)
+        return BrokerOrderSearched(client_order_id=coid, found=True, status=status)
 
     async def refresh(self, cmd: RefreshBrokerState) -> CommandAccepted:
         """Start a broker snapshot of ``cmd.what`` and accept at once; the outcome is a

@@ -24,7 +24,9 @@ from ibflow.bus.errors import RemoteError, RequestError
 from ibflow.contracts.enums import ConnectionState, OrderSide, OrderType
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
+    BrokerOrderSearched,
     CancelBrokerOrder,
+    FindBrokerOrder,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
     RefreshBrokerState,
@@ -605,3 +607,58 @@ async def test_cancelling_a_bracket_parent_cancels_its_children(
         subjects.order_status(p),
         lambda found: all("Cancelled" in _statuses(found, c) for c in coids),
     )
+
+
+async def test_lookup_finds_orders_by_ref_across_a_bridge_restart(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "cmd-lookup"
+    config = portfolio_config(p, gateway_sim.port, client_id=31)
+    first = start_portfolio(config)
+    commands = await start_commands(first)
+    await first.wait_ready()
+    await _send(nc, _place(p, "look-mkt"))
+    await _send(nc, _place(p, "look-lmt", order_type=OrderType.LMT, limit_price=Decimal("120")))
+    await wait_until(lambda: [o.status for o in _sim_orders(gateway_sim, "look-mkt")] == ["Filled"])
+
+    async def lookup(coid: str) -> BrokerOrderSearched:
+        cmd = FindBrokerOrder(portfolio_id=p, client_order_id=coid)
+        subject = subjects.lookup_broker_order(p)
+        return await request(nc, subject, cmd, BrokerOrderSearched, timeout=5)
+
+    await commands.stop()
+    await first.connection.stop()
+    second = start_portfolio(config)
+    await start_commands(second)
+    await second.wait_ready()
+
+    filled, working, absent = [await lookup(c) for c in ("look-mkt", "look-lmt", "never")]
+    assert filled.found
+    assert filled.status is not None
+    assert filled.status.ib_status == "Filled"
+    assert working.found
+    assert working.status is not None
+    assert working.status.ib_status in {"Submitted", "PreSubmitted"}
+    assert working.status.limit_price == Decimal(120)
+    assert (absent.found, absent.status) == (False, None)
+
+
+async def test_lookup_while_not_ready_is_an_error_not_absent(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "cmd-lookup2"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=32))
+    await start_commands(bridge)
+    await bridge.wait_ready()
+    gateway_sim.faults.connectivity_lost()
+    await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+    cmd = FindBrokerOrder(portfolio_id=p, client_order_id="anything")
+    with pytest.raises(RemoteError) as refused:
+        await request(nc, subjects.lookup_broker_order(p), cmd, BrokerOrderSearched, timeout=5)
+    assert refused.value.code == "not_ready"

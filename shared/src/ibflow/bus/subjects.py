@@ -87,6 +87,7 @@ BROKER_COMMANDS_PREFIX: Final = f"{COMMANDS_PREFIX}.broker"
 PLACE_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.place"
 MODIFY_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.modify"
 CANCEL_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.cancel"
+LOOKUP_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.lookup"
 REFRESH_BROKER_STATE: Final = f"{BROKER_COMMANDS_PREFIX}.state.refresh"
 
 # --- wildcards for subscriptions and consumer filters -----------------------------------
@@ -211,6 +212,11 @@ def modify_broker_order(portfolio_id: str) -> str:
 def cancel_broker_order(portfolio_id: str) -> str:
     """``CancelBrokerOrder`` for a portfolio's connection."""
     return _scoped(CANCEL_BROKER_ORDER, portfolio_id)
+
+
+def lookup_broker_order(portfolio_id: str) -> str:
+    """``FindBrokerOrder`` for a portfolio's connection."""
+    return _scoped(LOOKUP_BROKER_ORDER, portfolio_id)
 
 
 def refresh_broker_state(portfolio_id: str) -> str:

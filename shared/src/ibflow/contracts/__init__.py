@@ -56,8 +56,10 @@ from ibflow.contracts.enums import (
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     BrokerErrorReported,
+    BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
+    FindBrokerOrder,
     GatewayConnectionChanged,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
@@ -127,6 +129,7 @@ __all__ = [
     "AccountValuesReported",
     "Actor",
     "BrokerErrorReported",
+    "BrokerOrderSearched",
     "BrokerPositionReported",
     "BrokerQuery",
     "BrokerSnapshotCompleted",
@@ -147,6 +150,7 @@ __all__ = [
     "Event",
     "ExecutionReported",
     "ExitReason",
+    "FindBrokerOrder",
     "FlattenPositions",
     "GatewayConnectionChanged",
     "GatewayType",

@@ -18,6 +18,7 @@ from ibflow.contracts.base import (
     Actor,
     ClientOrderId,
     Command,
+    Contract,
     Event,
     PortfolioId,
     PositiveMoney,
@@ -31,6 +32,7 @@ from ibflow.contracts.enums import (
     OrderSide,
     TimeInForce,
 )
+from ibflow.contracts.execution import OrderStatusChanged
 from ibflow.contracts.orders import OrderRef, OrderTerms
 
 TAKE_PROFIT_SUFFIX: Final = ":tp"
@@ -262,3 +264,18 @@ class CancelBrokerOrder(OrderRef, Command):
     def dedupe_key(self) -> str:
         """``cmd:broker_cancel:<client_order_id>``."""
         return f"cmd:broker_cancel:{self.client_order_id}"
+
+
+class FindBrokerOrder(OrderRef, Command):
+    """Order-manager → bridge: does IB have an order with this ``orderRef``, open or
+    completed? Answered with :class:`BrokerOrderSearched`; an error reply (``not_ready``,
+    ``timeout``) means *unknown*, never "not there"."""
+
+
+class BrokerOrderSearched(Contract):
+    """The answer to :class:`FindBrokerOrder`: found or not, and IB's view of it."""
+
+    client_order_id: ClientOrderId
+    found: bool
+    status: OrderStatusChanged | None = None
+    """The order's current status at IB, when found."""

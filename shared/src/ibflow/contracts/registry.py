@@ -34,8 +34,10 @@ from ibflow.contracts.control import (
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     BrokerErrorReported,
+    BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
+    FindBrokerOrder,
     GatewayConnectionChanged,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
@@ -182,9 +184,11 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _command(PlaceBrokerOrder, s.place_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
     _command(ModifyBrokerOrder, s.modify_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
     _command(CancelBrokerOrder, s.cancel_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
+    _command(FindBrokerOrder, s.lookup_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
     # replies to every command
     _reply(CommandAccepted),
     _reply(ErrorReply),
+    _reply(BrokerOrderSearched),
     # broker facts, from the gateway-bridge
     _event(GatewayConnectionChanged, s.gateway_connection(PORTFOLIO), _BRIDGE, (_OM, _PM, _API)),
     _event(BrokerErrorReported, s.broker_error(PORTFOLIO), _BRIDGE, (_OM, _API)),
