@@ -1,16 +1,194 @@
 """Composition root of order-manager: owns orders and money.
 
-For now the service only connects to NATS and PostgreSQL and serves ``/metrics``,
-``/healthz`` and ``/readyz``; its workers are wired here by later issues.
+Startup: ensure the streams and the durable consumers, start the outbox relay (every
+event the book enqueues is published from there), serve the commands
+(``ibflow.cmd.v1.order.submit|cancel``, ``trading.halt|resume``) in a queue group so
+any number of replicas share them, consume the bridge's order status, execution and
+commission events and its snapshots (one durable consumer each, shared by replicas; the
+database's row locks and primary keys make every booking happen once), and resolve
+``PENDING``/``UNKNOWN`` orders with the broker at start, after each broker snapshot and
+periodically.
 """
 
 from __future__ import annotations
 
-from ibflow.runtime import Service, run
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.subscription import Subscription
+
+from ibflow.bus import (
+    ConsumerRunner,
+    ConsumerSpec,
+    Delivery,
+    Subscriber,
+    ensure_consumer,
+    ensure_stream,
+    serve,
+    subjects,
+)
+from ibflow.bus.errors import RequestError
+from ibflow.bus.rpc import request
+from ibflow.bus.subjects import DEAD_LETTER_STREAM, EVENTS_STREAM
+from ibflow.contracts import (
+    BrokerOrderSearched,
+    BrokerSnapshotCompleted,
+    CancelOrder,
+    CommissionReported,
+    ExecutionReported,
+    FindBrokerOrder,
+    HaltTrading,
+    OrderStatusChanged,
+    ResumeTrading,
+    SubmitOrder,
+)
+from ibflow.db.outbox import OutboxRelay
+from ibflow.runtime import Runtime, Service, run
+from ibflow_order_manager.book import OrderBook
+from ibflow_order_manager.broker import BrokerClient
 from ibflow_order_manager.settings import OrderManagerSettings
 
+log = logging.getLogger("ibflow.order_manager")
+
+QUEUE_GROUP = "order-manager"
+
+
+def consumer_specs() -> dict[str, ConsumerSpec]:
+    """The durable consumers of the order-manager, by purpose."""
+
+    def spec(durable: str, subject: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            stream=EVENTS_STREAM.name,
+            durable=durable,
+            filter_subjects=(subject,),
+            ack_wait_seconds=30.0,
+            max_deliver=20,
+        )
+
+    return {
+        "status": spec("order-manager-status", subjects.wildcard(subjects.ORDER_STATUS)),
+        "executions": spec("order-manager-executions", subjects.wildcard(subjects.EXECUTION)),
+        "commissions": spec("order-manager-commissions", subjects.wildcard(subjects.COMMISSION)),
+        "snapshots": spec("order-manager-snapshots", subjects.wildcard(subjects.BROKER_SNAPSHOT)),
+    }
+
+
+class Recovery:
+    """Resolves ``PENDING``/``UNKNOWN`` orders by asking the bridge, now and every
+    ``interval`` seconds (and whenever :meth:`wake` is called)."""
+
+    def __init__(self, book: OrderBook, rt: Runtime[OrderManagerSettings]) -> None:
+        self._book = book
+        self._rt = rt
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run a pass soon (a broker snapshot completed)."""
+        self._wake.set()
+
+    async def find(self, portfolio_id: str, client_order_id: str) -> bool | None:
+        """Whether IB has the order; ``None`` when that cannot be established now."""
+        cmd = FindBrokerOrder(portfolio_id=portfolio_id, client_order_id=client_order_id)
+        try:
+            answer = await request(
+                self._rt.nats,
+                subjects.lookup_broker_order(portfolio_id),
+                cmd,
+                BrokerOrderSearched,
+                timeout=self._rt.settings.broker_timeout,
+            )
+        except RequestError as exc:
+            log.info("cannot look up %s yet: %s", client_order_id, exc.message)
+            return None
+        return answer.found
+
+    async def run(self) -> None:
+        """Recover until stopped."""
+        while not self._stop.is_set():
+            try:
+                resolved = await self._book.recover(self.find)
+                if resolved:
+                    log.warning("recovery resolved %d pending/unknown orders", resolved)
+            except Exception:
+                log.exception("recovery pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._rt.settings.recovery_interval)
+            self._wake.clear()
+
+    async def stop(self) -> None:
+        """Stop after the current pass."""
+        self._stop.set()
+        self._wake.set()
+
+
+async def wire(rt: Runtime[OrderManagerSettings]) -> None:
+    """Streams, consumers, outbox relay, command handlers, recovery."""
+    js = rt.nats.jetstream()
+    await ensure_stream(js, EVENTS_STREAM)
+    await ensure_stream(js, DEAD_LETTER_STREAM)
+    specs = consumer_specs()
+    for spec in specs.values():
+        await ensure_consumer(js, spec, update=True)
+    relay = OutboxRelay(rt.pool, js)
+    rt.add_worker(relay, name="outbox")
+    broker = BrokerClient(rt.nats, timeout=rt.settings.broker_timeout)
+    book = OrderBook(rt.pool, broker, relay.notify)
+    recovery = Recovery(book, rt)
+
+    async def on_status(msg: OrderStatusChanged, _: Delivery) -> None:
+        await book.on_status(msg)
+
+    async def on_execution(msg: ExecutionReported, _: Delivery) -> None:
+        await book.on_execution(msg)
+
+    async def on_commission(msg: CommissionReported, _: Delivery) -> None:
+        await book.on_commission(msg)
+
+    async def on_snapshot(_msg: BrokerSnapshotCompleted, _: Delivery) -> None:
+        recovery.wake()
+
+    runners: list[
+        ConsumerRunner[OrderStatusChanged]
+        | ConsumerRunner[ExecutionReported]
+        | ConsumerRunner[CommissionReported]
+        | ConsumerRunner[BrokerSnapshotCompleted]
+    ] = [
+        ConsumerRunner(js, Subscriber(specs["status"], OrderStatusChanged, on_status)),
+        ConsumerRunner(js, Subscriber(specs["executions"], ExecutionReported, on_execution)),
+        ConsumerRunner(js, Subscriber(specs["commissions"], CommissionReported, on_commission)),
+        ConsumerRunner(js, Subscriber(specs["snapshots"], BrokerSnapshotCompleted, on_snapshot)),
+    ]
+    for runner in runners:
+        rt.add_worker(runner, name=runner.subscriber.spec.durable)
+    rt.add_worker(recovery, name="recovery")
+
+    served: list[Subscription] = []
+    for _ in range(rt.settings.command_concurrency):
+        served.append(
+            await serve(rt.nats, subjects.SUBMIT_ORDER, SubmitOrder, book.submit, queue=QUEUE_GROUP)
+        )
+        served.append(
+            await serve(rt.nats, subjects.CANCEL_ORDER, CancelOrder, book.cancel, queue=QUEUE_GROUP)
+        )
+    served.append(
+        await serve(rt.nats, subjects.HALT_TRADING, HaltTrading, book.halt, queue=QUEUE_GROUP)
+    )
+    served.append(
+        await serve(rt.nats, subjects.RESUME_TRADING, ResumeTrading, book.resume, queue=QUEUE_GROUP)
+    )
+
+    async def unsubscribe() -> None:
+        for sub in served:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    rt.on_shutdown(unsubscribe)
+
+
 SERVICE: Service[OrderManagerSettings] = Service(
-    OrderManagerSettings, uses_nats=True, uses_database=True
+    OrderManagerSettings, startup=[wire], uses_nats=True, uses_database=True
 )
 """The order-manager service: settings, connections and startup steps."""
 

@@ -15,3 +15,9 @@ class OrderManagerSettings(CommonSettings):
 
     service_name: str = Field(default="order-manager", min_length=1)
     http_port: int = Field(default=9102, ge=0, le=65535)
+    broker_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for the bridge's answer to a broker command (then: ``UNKNOWN``)."""
+    recovery_interval: float = Field(default=30.0, gt=0)
+    """Seconds between passes resolving ``PENDING``/``UNKNOWN`` orders with the broker."""
+    command_concurrency: int = Field(default=8, ge=1, le=64)
+    """Commands of a kind handled at once by this replica."""

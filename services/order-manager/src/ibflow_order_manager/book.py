@@ -1,0 +1,807 @@
+"""The order book: every command and broker fact that changes our orders and money.
+
+Each operation is one (or, for a submit, two) database transactions that write the
+order, its executions, transactions and the portfolio's cash together, and enqueue the
+resulting events (``OrderBookUpdated``, ``PortfolioChanged``, ``OrderRejected``) in the
+transactional outbox, so an event is published if and only if its change committed.
+
+Submit: validate → risk → persist ``PENDING`` with the cash reservation (one
+transaction, the portfolio row locked) → send to the bridge → ``SUBMITTED``, or
+``REJECTED`` when the bridge proves nothing reached IB, or ``UNKNOWN`` when the answer
+is ambiguous (resolved later by :meth:`OrderBook.recover`, which asks the bridge before
+anything is re-sent). Broker facts arrive through durable consumers; executions are
+booked once per ``execId`` (primary key), commissions once per execution (a commission
+that arrives first is parked), and filled quantity is the sum of booked executions.
+
+Locks are always taken order row first, then portfolio row, so concurrent handlers (and
+a second replica) serialise on the money without deadlocking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from ibflow.bus import subjects
+from ibflow.bus.errors import Reject, RemoteError
+from ibflow.contracts import (
+    CONFLICT,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    NOT_READY,
+    REFUSED,
+    CancelBrokerOrder,
+    CancelOrder,
+    CommandAccepted,
+    CommissionReported,
+    ExecutionReported,
+    HaltTrading,
+    OrderRejected,
+    OrderSide,
+    OrderStatus,
+    OrderStatusChanged,
+    OrderType,
+    PlaceBrokerOrder,
+    PortfolioChanged,
+    ResumeTrading,
+    SubmitOrder,
+    TradingHalted,
+    TradingResumed,
+)
+from ibflow.contracts.base import Envelope, utc_now
+from ibflow.db.outbox import enqueue_many
+from ibflow.db.pool import AnyConnection
+from ibflow_order_manager import repository as repo
+from ibflow_order_manager.broker import BrokerAnswer, BrokerClient, Outcome
+from ibflow_order_manager.domain import (
+    IllegalTransition,
+    OrderState,
+    Overfill,
+    ProposedOrder,
+    RiskContext,
+    Transition,
+    cash_delta,
+    check_risk,
+    crossed_daily_loss,
+    is_on_tick,
+    reservation,
+    tick_size,
+)
+
+log = logging.getLogger("ibflow.order_manager.book")
+
+NEW_YORK = ZoneInfo("America/New_York")
+_PRICE_FIELDS = ("limit_price", "stop_price", "trail_stop_price")
+
+
+class PriceSource(Protocol):
+    """Reference prices for orders without a limit price (``quotes.Quotes``)."""
+
+    async def reference_price(
+        self, symbol: str, *, portfolio_id: str | None = None
+    ) -> Decimal | None:
+        """A recent market price of ``symbol``, or ``None``."""
+
+
+def session_start(now: datetime) -> datetime:
+    """Midnight in New York of ``now``'s trading day, in UTC (today's P&L starts here)."""
+    local = now.astimezone(NEW_YORK)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _refused(code: str, message: str) -> RemoteError:
+    return RemoteError(code, message)
+
+
+class OrderBook:
+    """Our orders and money (see the module docstring).
+
+    ``notify`` is called after every commit that enqueued events (it wakes the outbox
+    relay). ``prices`` values orders without a limit price when the command gives no
+    ``reference_price``.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        broker: BrokerClient,
+        notify: Callable[[], None],
+        *,
+        prices: PriceSource | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        resend_window: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._notify = notify
+        self._prices = prices
+        self._clock = clock
+        self._resend_window = resend_window
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, cmd: SubmitOrder) -> CommandAccepted:
+        """Validate, check risk, persist ``PENDING``, send to the bridge (module docstring).
+
+        Raises :class:`RemoteError` naming the field or rule of a refusal.
+        """
+        coid = cmd.client_order_id
+        reference = await self._reference_price(cmd)
+        async with self._pool.acquire() as conn:
+            existing = await repo.get_order(conn, coid)
+            if existing is not None:
+                return await self._duplicate(conn, cmd, existing)
+            outcome = await self._record(conn, cmd, reference)
+        if isinstance(outcome, RemoteError):
+            raise outcome
+        if isinstance(outcome, CommandAccepted):
+            return outcome
+        self._notify()
+        return await self._send(cmd, outcome)
+
+    async def _reference_price(self, cmd: SubmitOrder) -> Decimal | None:
+        if cmd.reference_price is not None:
+            return cmd.reference_price
+        if cmd.order_type in (OrderType.MKT, OrderType.TRAIL) and self._prices is not None:
+            return await self._prices.reference_price(cmd.symbol, portfolio_id=cmd.portfolio_id)
+        return None
+
+    async def _duplicate(
+        self, conn: AnyConnection, cmd: SubmitOrder, existing: repo.Order
+    ) -> CommandAccepted:
+        mine = cmd.model_dump(include=set(_TERMS))
+        theirs = existing.intent.model_dump(include=set(_TERMS))
+        if existing.portfolio_id != cmd.portfolio_id or mine != theirs:
+            differing = sorted(k for k in _TERMS if mine.get(k) != theirs.get(k))
+            raise _refused(
+                CONFLICT,
+                f"client_order_id: {cmd.client_order_id} is already used for a different order"
+                f" (differs in {', '.join(differing) or 'portfolio_id'})",
+            )
+        return CommandAccepted.of(
+            cmd,
+            duplicate=True,
+            client_order_ids=(cmd.client_order_id,),
+            detail=f"order already exists: {existing.status.value}",
+        )
+
+    async def _record(
+        self, conn: AnyConnection, cmd: SubmitOrder, reference: Decimal | None
+    ) -> repo.Order | RemoteError | CommandAccepted:
+        """The first transaction: checks and the ``PENDING`` row, or the refusal audited."""
+        refusal: RemoteError | None = None
+        async with conn.transaction():
+            portfolio = await repo.get_portfolio(conn, cmd.portfolio_id, lock=True)
+            if portfolio is None or not portfolio.enabled:
+                state = "does not exist" if portfolio is None else "is disabled"
+                missing = _refused(
+                    NOT_FOUND, f"portfolio_id: portfolio {cmd.portfolio_id!r} {state}"
+                )
+                await repo.audit(
+                    conn,
+                    actor=cmd.requested_by,
+                    command="SubmitOrder",
+                    subject=subjects.SUBMIT_ORDER,
+                    result="refused",
+                    payload=cmd.model_dump(mode="json"),
+                    portfolio_id=cmd.portfolio_id,
+                    client_order_id=cmd.client_order_id,
+                    detail=missing.message,
+                )
+                return missing
+            if await repo.get_order(conn, cmd.client_order_id) is not None:
+                # a concurrent submit of the same id committed while we waited for the lock
+                existing = await repo.get_order(conn, cmd.client_order_id)
+                assert existing is not None
+                return await self._duplicate(conn, cmd, existing)
+            instrument = await repo.get_instrument(conn, cmd.symbol)
+            refusal = _validate(cmd, portfolio, instrument)
+            price = cmd.limit_price or cmd.stop_price or reference
+            if refusal is None and price is None:
+                refusal = _refused(
+                    INVALID_REQUEST,
+                    f"reference_price: a {cmd.order_type.value} order needs a reference price"
+                    f" and there is no recent market price for {cmd.symbol}",
+                )
+            if refusal is None:
+                assert price is not None
+                assert instrument is not None
+                refusal, reserved = await self._risk(conn, cmd, portfolio, instrument, price)
+            if refusal is not None:
+                await repo.audit(
+                    conn,
+                    actor=cmd.requested_by,
+                    command="SubmitOrder",
+                    subject=subjects.SUBMIT_ORDER,
+                    result="refused",
+                    payload=cmd.model_dump(mode="json"),
+                    portfolio_id=portfolio.id,
+                    client_order_id=cmd.client_order_id,
+                    detail=refusal.message,
+                )
+                rejected = OrderRejected(
+                    portfolio_id=cmd.portfolio_id,
+                    client_order_id=cmd.client_order_id,
+                    symbol=cmd.symbol,
+                    side=cmd.side,
+                    purpose=cmd.purpose,
+                    position_id=cmd.position_id,
+                    reason=refusal.message,
+                    **cmd.caused(),
+                )
+                await enqueue_many(conn, [(subjects.order_rejected(cmd.portfolio_id), rejected)])
+            else:
+                order = await repo.insert_order(
+                    conn, cmd, reserved_cash=reserved, reference_price=reference
+                )
+                portfolio = await repo.move_money(conn, portfolio.id, reserved=reserved)
+                await repo.audit(
+                    conn,
+                    actor=cmd.requested_by,
+                    command="SubmitOrder",
+                    subject=subjects.SUBMIT_ORDER,
+                    result="accepted",
+                    payload=cmd.model_dump(mode="json"),
+                    portfolio_id=portfolio.id,
+                    client_order_id=cmd.client_order_id,
+                )
+                await self._publish(conn, [order], portfolio, cmd)
+                return order
+        self._notify()
+        return refusal
+
+    async def _risk(
+        self,
+        conn: AnyConnection,
+        cmd: SubmitOrder,
+        portfolio: repo.Portfolio,
+        instrument: repo.Instrument,
+        price: Decimal,
+    ) -> tuple[RemoteError | None, Decimal]:
+        now = self._clock()
+        exposure = await repo.exposure(conn, portfolio.id, cmd.symbol, session_start(now))
+        held = exposure.position_quantity
+        grows = (
+            exposure.working_buy_quantity
+            if cmd.side is OrderSide.BUY
+            else exposure.working_sell_quantity
+        )
+        reserved = reservation(
+            cmd.side,
+            cmd.order_type,
+            cmd.quantity,
+            limit_price=cmd.limit_price,
+            stop_price=cmd.stop_price,
+            reference_price=price,
+            buffer_fraction=portfolio.reservation_buffer,
+            multiplier=instrument.multiplier,
+        )
+        context = RiskContext(
+            cash=portfolio.cash,
+            reserved_cash=portfolio.reserved_cash,
+            limits=portfolio.limits,
+            trading_halted=portfolio.halted,
+            realized_pnl_today=exposure.realized_pnl_today,
+            open_orders=exposure.open_orders,
+            position_value=abs(held + (grows if cmd.side is OrderSide.BUY else -grows)) * price,
+            position_quantity=held,
+            day_trade_position_exists=exposure.day_trade_position_exists,
+            fractional_allowed=portfolio.fractional_shares and instrument.fractional,
+            currency=portfolio.currency,
+        )
+        proposed = ProposedOrder(
+            symbol=cmd.symbol,
+            side=cmd.side,
+            quantity=cmd.quantity,
+            estimated_price=price,
+            purpose=cmd.purpose,
+            cash_required=reserved,
+        )
+        refusal = check_risk(context, proposed)
+        if refusal is None:
+            return None, reserved
+        return _refused(REFUSED, str(refusal)), reserved
+
+    async def _send(self, cmd: SubmitOrder, order: repo.Order) -> CommandAccepted:
+        terms = cmd.model_dump(include=set(_TERMS) | {"portfolio_id", "client_order_id"})
+        answer = await self._broker.place(
+            PlaceBrokerOrder.model_validate({**terms, **cmd.caused()})
+        )
+        order = await self._after_send(order.client_order_id, answer)
+        if answer.outcome is Outcome.NOT_SENT:
+            code = NOT_READY if answer.code == NOT_READY else REFUSED
+            raise _refused(code, f"not placed: {answer.detail}")
+        detail = f"{order.status.value}: {answer.detail}"
+        return CommandAccepted.of(cmd, client_order_ids=(cmd.client_order_id,), detail=detail)
+
+    async def _after_send(self, coid: str, answer: BrokerAnswer) -> repo.Order:
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await repo.get_order(conn, coid, lock=True)
+            assert order is not None
+            state = order.state
+            try:
+                if answer.outcome is Outcome.DONE:
+                    transition = state.sent()
+                elif answer.outcome is Outcome.NOT_SENT:
+                    transition = state.not_sent(answer.detail)
+                else:
+                    transition = state.mark_unknown(f"submit outcome unknown: {answer.detail}")
+            except IllegalTransition:
+                # a broker fact overtook the answer (it was placed): keep what we know
+                transition = Transition(state, state)
+            order = await self._apply(conn, order, transition, sent=True)
+        self._notify()
+        return order
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, cmd: CancelOrder) -> CommandAccepted:
+        """Ask IB to cancel the remainder of a working order (idempotent)."""
+        coid = cmd.client_order_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await repo.get_order(conn, coid, lock=True)
+            if order is None or order.portfolio_id != cmd.portfolio_id:
+                raise _refused(NOT_FOUND, f"client_order_id: no order {coid} in {cmd.portfolio_id}")
+            try:
+                transition = order.state.request_cancel()
+            except IllegalTransition:
+                raise _refused(
+                    REFUSED, f"order {coid} is {order.status.value}: nothing to cancel"
+                ) from None
+            await repo.audit(
+                conn,
+                actor=cmd.requested_by,
+                command="CancelOrder",
+                subject=subjects.CANCEL_ORDER,
+                result="accepted" if transition.changed else "duplicate",
+                payload=cmd.model_dump(mode="json"),
+                portfolio_id=cmd.portfolio_id,
+                client_order_id=coid,
+                detail=cmd.reason or None,
+            )
+            if transition.changed:
+                order = await self._apply(conn, order, transition)
+        self._notify()
+        answer = await self._broker.cancel(
+            CancelBrokerOrder(portfolio_id=cmd.portfolio_id, client_order_id=coid, **cmd.caused())
+        )
+        if answer.outcome is Outcome.NOT_SENT and answer.code != NOT_FOUND:
+            async with self._pool.acquire() as conn, conn.transaction():
+                order = await repo.get_order(conn, coid, lock=True)
+                assert order is not None
+                await self._apply(conn, order, order.state.cancel_refused(answer.detail))
+            self._notify()
+            code = NOT_READY if answer.code == NOT_READY else REFUSED
+            raise _refused(code, f"cancel not sent: {answer.detail}")
+        return CommandAccepted.of(
+            cmd,
+            duplicate=not transition.changed,
+            client_order_ids=(coid,),
+            detail=f"cancel requested: {answer.detail}",
+        )
+
+    # ------------------------------------------------------------------ broker facts
+
+    async def on_status(self, event: OrderStatusChanged) -> None:
+        """Apply IB's status of an order (ours, or an external one recorded on sight)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await self._order_for(
+                conn,
+                event.portfolio_id,
+                event.client_order_id,
+                event.perm_id,
+                event.order_id,
+                quantity=event.filled + event.remaining,
+            )
+            if order is None:
+                return
+            transition = order.state.on_broker_status(
+                event.ib_status, event.filled, event.remaining, event.error_message
+            )
+            if not transition.recognised:
+                log.warning("unknown IB status %r for %s", event.ib_status, order.client_order_id)
+            new_ids = (event.perm_id and event.perm_id != order.perm_id) or (
+                event.order_id and event.order_id != order.ib_order_id
+            )
+            if not transition.changed and not new_ids:
+                return
+            await self._apply(
+                conn, order, transition, ib_order_id=event.order_id, perm_id=event.perm_id
+            )
+        self._notify()
+
+    async def on_execution(self, event: ExecutionReported) -> None:
+        """Book an execution once: execution, transaction, order fill and cash together."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await self._order_for(
+                conn,
+                event.portfolio_id,
+                event.client_order_id,
+                event.perm_id,
+                event.order_id,
+                symbol=event.symbol,
+                side=event.side,
+                quantity=event.cum_qty,
+            )
+            if order is None:
+                return
+            if order.external and order.state.filled_quantity + event.shares > order.state.quantity:
+                order = await self._grow_external(
+                    conn, order, order.state.filled_quantity + event.shares
+                )
+            parked = await repo.take_parked_commission(conn, event.exec_id)
+            booked = await repo.insert_execution(
+                conn,
+                exec_id=event.exec_id,
+                order=order,
+                side=event.side,
+                quantity=event.shares,
+                price=event.price,
+                executed_at=event.executed_at,
+                perm_id=event.perm_id,
+                ib_order_id=event.order_id,
+                exchange=event.exchange,
+                commission=parked,
+            )
+            if not booked:
+                return
+            try:
+                transition = order.state.on_execution(event.shares, event.price)
+            except Overfill as exc:
+                raise Reject(f"execution {event.exec_id}: {exc}") from None
+            multiplier = await self._multiplier(conn, order.intent.symbol)
+            gross = cash_delta(event.side, event.shares, event.price, Decimal(0), multiplier)
+            commission = parked[0] if parked is not None else Decimal(0)
+            await repo.insert_transaction(
+                conn,
+                exec_id=event.exec_id,
+                order=order,
+                side=event.side,
+                gross=gross,
+                commission=commission,
+            )
+            await self._apply(
+                conn,
+                order,
+                transition,
+                cash=gross - commission,
+                commission=order.commission + commission,
+                ib_order_id=event.order_id,
+                perm_id=event.perm_id,
+            )
+        self._notify()
+
+    async def on_commission(self, event: CommissionReported) -> None:
+        """Record a commission once: on its execution, transaction, order and cash."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            execution = await repo.set_commission(
+                conn,
+                event.exec_id,
+                commission=event.commission,
+                currency=event.currency,
+                realized_pnl=event.realized_pnl,
+            )
+            if execution is None:
+                if not await repo.execution_exists(conn, event.exec_id):
+                    await repo.park_commission(
+                        conn,
+                        exec_id=event.exec_id,
+                        portfolio_id=event.portfolio_id,
+                        commission=event.commission,
+                        currency=event.currency,
+                        realized_pnl=event.realized_pnl,
+                    )
+                return
+            order = await repo.get_order(conn, execution.client_order_id, lock=True)
+            assert order is not None
+            same = Transition(order.state, order.state)
+            await self._apply(
+                conn,
+                order,
+                same,
+                cash=-event.commission,
+                commission=order.commission + event.commission,
+            )
+        self._notify()
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self, find: Callable[[str, str], Awaitable[bool | None]]) -> int:
+        """Resolve ``PENDING`` (older than the resend window) and ``UNKNOWN`` orders by
+        asking the broker (``find(portfolio, client_order_id)`` → found, absent, or
+        ``None`` for unknown). Found → acknowledged (its status and executions follow
+        from the bridge); absent → rejected/cancelled, its reservation released. Never
+        re-sends. Returns how many orders were resolved."""
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            candidates = await repo.orders_in(conn, (OrderStatus.PENDING, OrderStatus.UNKNOWN))
+        resolved = 0
+        for order in candidates:
+            if order.status is OrderStatus.PENDING and now - order.created_at < self._resend_window:
+                continue
+            found = await find(order.portfolio_id, order.client_order_id)
+            if found is None:
+                continue
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await repo.get_order(conn, order.client_order_id, lock=True)
+                if current is None or current.status not in (
+                    OrderStatus.PENDING,
+                    OrderStatus.UNKNOWN,
+                ):
+                    continue
+                try:
+                    transition = current.state.resolve_unknown(at_broker=found)
+                except IllegalTransition:
+                    continue
+                await self._apply(conn, current, transition)
+                resolved += 1
+            self._notify()
+        return resolved
+
+    # ------------------------------------------------------------------ halt
+
+    async def halt(self, cmd: HaltTrading) -> CommandAccepted:
+        """Halt new entry and manual orders of one portfolio (or all); exits still go."""
+        return await self._trading_state(cmd, halted=True)
+
+    async def resume(self, cmd: ResumeTrading) -> CommandAccepted:
+        """Lift a halt of one portfolio (or all)."""
+        return await self._trading_state(cmd, halted=False)
+
+    async def _trading_state(
+        self, cmd: HaltTrading | ResumeTrading, *, halted: bool
+    ) -> CommandAccepted:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if (
+                cmd.portfolio_id is not None
+                and await repo.get_portfolio(conn, cmd.portfolio_id) is None
+            ):
+                raise _refused(
+                    NOT_FOUND, f"portfolio_id: portfolio {cmd.portfolio_id!r} does not exist"
+                )
+            changed = await repo.set_trading_state(
+                conn, cmd.portfolio_id, halted=halted, reason=cmd.reason if halted else None
+            )
+            await repo.audit(
+                conn,
+                actor=cmd.requested_by,
+                command=cmd.type_name(),
+                subject=subjects.HALT_TRADING if halted else subjects.RESUME_TRADING,
+                result="accepted" if changed else "duplicate",
+                payload=cmd.model_dump(mode="json"),
+                portfolio_id=cmd.portfolio_id,
+                detail=cmd.reason,
+            )
+            kind = TradingHalted if halted else TradingResumed
+            event = kind(
+                portfolio_id=cmd.portfolio_id,
+                reason=cmd.reason,
+                requested_by=cmd.requested_by,
+                **cmd.caused(),
+            )
+            subject = (subjects.trading_halted if halted else subjects.trading_resumed)(
+                cmd.portfolio_id
+            )
+            messages: list[tuple[str, Envelope]] = [(subject, event)]
+            messages += [
+                (subjects.portfolio_changed(p.id), self._portfolio_event(p, cmd)) for p in changed
+            ]
+            await enqueue_many(conn, messages)
+        self._notify()
+        names = ", ".join(p.id for p in changed) or "none (already in that state)"
+        return CommandAccepted.of(cmd, duplicate=not changed, detail=f"changed: {names}")
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _order_for(
+        self,
+        conn: AnyConnection,
+        portfolio_id: str,
+        client_order_id: str | None,
+        perm_id: int | None,
+        ib_order_id: int | None,
+        *,
+        symbol: str | None = None,
+        side: OrderSide | None = None,
+        quantity: Decimal | None = None,
+    ) -> repo.Order | None:
+        order = None
+        if client_order_id:
+            order = await repo.get_order(conn, client_order_id, lock=True)
+        if order is None and perm_id:
+            order = await repo.find_order_by_perm_id(conn, portfolio_id, perm_id, lock=True)
+        if order is not None:
+            if order.portfolio_id != portfolio_id:
+                raise Reject(
+                    f"order {order.client_order_id} belongs to {order.portfolio_id}, "
+                    f"reported for {portfolio_id}"
+                )
+            return order
+        if await repo.get_portfolio(conn, portfolio_id) is None:
+            raise Reject(f"portfolio {portfolio_id!r} does not exist")
+        if not quantity or quantity <= 0:
+            log.warning(
+                "broker order %s/%s unknown to us and without a quantity", client_order_id, perm_id
+            )
+            return None
+        coid = client_order_id or f"ext-{perm_id or ib_order_id}"
+        log.warning("recording broker order %s (perm %s) placed outside ibflow", coid, perm_id)
+        return await repo.insert_external_order(
+            conn,
+            client_order_id=coid,
+            portfolio_id=portfolio_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            perm_id=perm_id,
+            ib_order_id=ib_order_id,
+        )
+
+    async def _grow_external(
+        self, conn: AnyConnection, order: repo.Order, quantity: Decimal
+    ) -> repo.Order:
+        state = OrderState(**{**_state_fields(order.state), "quantity": quantity})
+        return await repo.save_order(conn, order, Transition(order.state, state), quantity=quantity)
+
+    async def _multiplier(self, conn: AnyConnection, symbol: str) -> Decimal:
+        instrument = await repo.get_instrument(conn, symbol)
+        return Decimal(1) if instrument is None else instrument.multiplier
+
+    async def _apply(
+        self,
+        conn: AnyConnection,
+        order: repo.Order,
+        transition: Transition,
+        *,
+        cash: Decimal = Decimal(0),
+        commission: Decimal | None = None,
+        ib_order_id: int | None = None,
+        perm_id: int | None = None,
+        sent: bool = False,
+    ) -> repo.Order:
+        """Store a transition with its money: the reservation follows the open quantity;
+        the portfolio moves by ``cash`` and the reservation change; events enqueued."""
+        reserved = _reservation_after(order, transition.state)
+        saved = await repo.save_order(
+            conn,
+            order,
+            transition,
+            reserved_cash=reserved,
+            commission=commission,
+            ib_order_id=ib_order_id or None,
+            perm_id=perm_id or None,
+            sent=sent,
+        )
+        portfolio = await repo.move_money(
+            conn, order.portfolio_id, cash=cash, reserved=reserved - order.reserved_cash
+        )
+        messages: list[tuple[str, Envelope]] = []
+        if transition.entered is OrderStatus.REJECTED:
+            messages.append(
+                (
+                    subjects.order_rejected(order.portfolio_id),
+                    OrderRejected(
+                        portfolio_id=order.portfolio_id,
+                        client_order_id=order.client_order_id,
+                        symbol=order.intent.symbol,
+                        side=order.intent.side,
+                        purpose=order.intent.purpose,
+                        position_id=order.intent.position_id,
+                        reason=transition.state.reason or "rejected",
+                    ),
+                )
+            )
+        await self._publish(conn, [saved], portfolio, None, extra=messages)
+        if cash < 0 or cash > 0:
+            await self._check_daily_loss(conn, portfolio)
+        return saved
+
+    async def _check_daily_loss(self, conn: AnyConnection, portfolio: repo.Portfolio) -> None:
+        limit = portfolio.limits.max_daily_loss
+        if portfolio.halted or limit is None:
+            return
+        pnl = await repo.realized_pnl_since(conn, portfolio.id, session_start(self._clock()))
+        if not crossed_daily_loss(pnl, limit):
+            return
+        reason = f"daily_loss: realized P&L {pnl} crossed the limit -{limit}"
+        changed = await repo.set_trading_state(conn, portfolio.id, halted=True, reason=reason)
+        if changed:
+            log.warning("halting %s: %s", portfolio.id, reason)
+            halted = TradingHalted(
+                portfolio_id=portfolio.id, reason=reason, requested_by="order-manager"
+            )
+            await enqueue_many(conn, [(subjects.trading_halted(portfolio.id), halted)])
+
+    async def _publish(
+        self,
+        conn: AnyConnection,
+        orders: list[repo.Order],
+        portfolio: repo.Portfolio,
+        cause: Envelope | None,
+        *,
+        extra: list[tuple[str, Envelope]] | None = None,
+    ) -> None:
+        envelope = cause.caused() if cause is not None else {}
+        messages: list[tuple[str, Envelope]] = [
+            (subjects.order_updated(o.portfolio_id), o.book_event(**envelope)) for o in orders
+        ]
+        messages.extend(extra or [])
+        messages.append(
+            (subjects.portfolio_changed(portfolio.id), self._portfolio_event(portfolio, cause))
+        )
+        await enqueue_many(conn, messages)
+
+    def _portfolio_event(
+        self, portfolio: repo.Portfolio, cause: Envelope | None
+    ) -> PortfolioChanged:
+        now = self._clock()
+        return PortfolioChanged(
+            portfolio_id=portfolio.id,
+            revision=max(portfolio.revision, 1),
+            session_date=now.astimezone(NEW_YORK).date(),
+            currency=portfolio.currency,
+            cash_balance=portfolio.cash,
+            trading_halted=portfolio.halted,
+            **(cause.caused() if cause is not None else {}),
+        )
+
+
+_TERMS = (
+    "symbol",
+    "side",
+    "order_type",
+    "quantity",
+    "limit_price",
+    "stop_price",
+    "trailing_amount",
+    "trailing_percent",
+    "trail_stop_price",
+    "tif",
+    "outside_rth",
+    "exchange",
+    "currency",
+)
+
+
+def _state_fields(state: OrderState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in state.__dataclass_fields__}
+
+
+def _reservation_after(order: repo.Order, state: OrderState) -> Decimal:
+    """The reservation for ``state``: the current one scaled to the open quantity."""
+    before = order.state.open_quantity
+    after = state.open_quantity
+    if order.reserved_cash == 0 or after == 0 or before == 0:
+        return Decimal(0) if after == 0 or before == 0 else order.reserved_cash
+    if after == before:
+        return order.reserved_cash
+    return order.reserved_cash * after / before
+
+
+def _validate(
+    cmd: SubmitOrder, portfolio: repo.Portfolio, instrument: repo.Instrument | None
+) -> RemoteError | None:
+    """Field checks against the portfolio and the instrument (``None``: all good)."""
+    if instrument is None or not instrument.enabled:
+        return _refused(INVALID_REQUEST, f"symbol: {cmd.symbol} is not a known, enabled instrument")
+    if cmd.currency != portfolio.currency or instrument.currency != portfolio.currency:
+        return _refused(
+            INVALID_REQUEST,
+            f"currency: {cmd.symbol} trades in {instrument.currency}, order says {cmd.currency},"
+            f" portfolio {portfolio.id} is in {portfolio.currency}",
+        )
+    for name in _PRICE_FIELDS:
+        price: Decimal | None = getattr(cmd, name)
+        if price is not None:
+            tick = tick_size(price, instrument.tick_size)
+            if not is_on_tick(price, tick):
+                return _refused(
+                    INVALID_REQUEST, f"{name}: {price} is not on the {tick} tick of {cmd.symbol}"
+                )
+    return None

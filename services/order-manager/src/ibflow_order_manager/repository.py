@@ -1,0 +1,928 @@
+"""SQL of the order-manager: portfolios, instruments, orders, executions, transactions,
+recommendations and the audit log (tables of this package's migrations).
+
+Plain asyncpg; every function takes the connection of the caller's transaction, so the
+caller decides what commits together. Rows come back as frozen dataclasses; an order's
+lifecycle facts are rebuilt as a :class:`~ibflow_order_manager.domain.OrderState`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from ibflow.contracts import (
+    OrderBookUpdated,
+    OrderIntent,
+    OrderPurpose,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Recommendation,
+    TimeInForce,
+)
+from ibflow.contracts.enums import ExitReason
+from ibflow.db.pool import AnyConnection
+from ibflow_order_manager.domain import BrokerOutcome, OrderState, RiskLimits, Transition
+from ibflow_order_manager.domain.lifecycle import timestamp_column
+
+ZERO = Decimal(0)
+
+WORKING_STATUSES: tuple[str, ...] = (
+    OrderStatus.PENDING,
+    OrderStatus.SUBMITTED,
+    OrderStatus.PARTIALLY_FILLED,
+    OrderStatus.CANCEL_REQUESTED,
+    OrderStatus.UNKNOWN,
+)
+"""Statuses of orders that may still trade (not terminal)."""
+
+
+# ---------------------------------------------------------------------- portfolios
+
+
+@dataclass(frozen=True, slots=True)
+class Portfolio:
+    """The order-manager's columns of a ``portfolios`` row."""
+
+    id: str
+    currency: str
+    cash: Decimal
+    reserved_cash: Decimal
+    fractional_shares: bool
+    limits: RiskLimits
+    halted: bool
+    halted_reason: str | None
+    enabled: bool
+    stale_order_minutes: int
+    revision: int
+    reservation_buffer: Decimal
+    cancel_entries_on_halt: bool
+
+    @property
+    def available_cash(self) -> Decimal:
+        """Cash not reserved by working buys."""
+        return self.cash - self.reserved_cash
+
+
+_PORTFOLIO_COLUMNS = """
+    id, currency, cash, reserved_cash, fractional_shares, max_order_value,
+    max_position_value, max_open_orders, max_daily_loss, trading_state, halted_reason,
+    enabled, stale_order_minutes, revision, reservation_buffer, cancel_entries_on_halt
+"""
+
+
+def _portfolio(row: asyncpg.Record) -> Portfolio:
+    return Portfolio(
+        id=row["id"],
+        currency=row["currency"],
+        cash=row["cash"],
+        reserved_cash=row["reserved_cash"],
+        fractional_shares=row["fractional_shares"],
+        limits=RiskLimits(
+            max_order_value=row["max_order_value"],
+            max_position_value=row["max_position_value"],
+            max_open_orders=row["max_open_orders"],
+            max_daily_loss=row["max_daily_loss"],
+        ),
+        halted=row["trading_state"] == "halted",
+        halted_reason=row["halted_reason"],
+        enabled=row["enabled"],
+        stale_order_minutes=row["stale_order_minutes"],
+        revision=row["revision"],
+        reservation_buffer=row["reservation_buffer"],
+        cancel_entries_on_halt=row["cancel_entries_on_halt"],
+    )
+
+
+async def get_portfolio(
+    conn: AnyConnection, portfolio_id: str, *, lock: bool = False
+) -> Portfolio | None:
+    """The portfolio, locked ``FOR UPDATE`` (cash, reservations) when ``lock``."""
+    sql = f"SELECT {_PORTFOLIO_COLUMNS} FROM portfolios WHERE id = $1"  # noqa: S608
+    row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), portfolio_id)
+    return None if row is None else _portfolio(row)
+
+
+async def list_portfolios(conn: AnyConnection, *, enabled_only: bool = True) -> list[Portfolio]:
+    """Every (enabled) portfolio, by id."""
+    where = "WHERE enabled" if enabled_only else ""
+    rows = await conn.fetch(
+        f"SELECT {_PORTFOLIO_COLUMNS} FROM portfolios {where} ORDER BY id"  # noqa: S608
+    )
+    return [_portfolio(row) for row in rows]
+
+
+async def move_money(
+    conn: AnyConnection, portfolio_id: str, *, cash: Decimal = ZERO, reserved: Decimal = ZERO
+) -> Portfolio:
+    """Add ``cash`` and ``reserved`` (signed) to the portfolio and bump its revision.
+
+    Reserved cash never goes below zero: a release larger than what is reserved (an
+    order reserved before a manual correction) floors at 0.
+    """
+    row = await conn.fetchrow(
+        f"""
+        UPDATE portfolios
+           SET cash = cash + $2,
+               reserved_cash = greatest(reserved_cash + $3, 0),
+               revision = revision + 1
+         WHERE id = $1
+        RETURNING {_PORTFOLIO_COLUMNS}
+        """,  # noqa: S608
+        portfolio_id,
+        cash,
+        reserved,
+    )
+    if row is None:
+        raise LookupError(f"portfolio {portfolio_id!r} does not exist")
+    return _portfolio(row)
+
+
+async def set_trading_state(
+    conn: AnyConnection, portfolio_id: str | None, *, halted: bool, reason: str | None
+) -> list[Portfolio]:
+    """Halt or resume one portfolio (or all with ``None``); returns those that changed."""
+    rows = await conn.fetch(
+        f"""
+        UPDATE portfolios
+           SET trading_state = CASE WHEN $2 THEN 'halted' ELSE 'active' END,
+               halted_reason = CASE WHEN $2 THEN $3 END,
+               halted_at = CASE WHEN $2 THEN now() END,
+               revision = revision + 1
+         WHERE ($1::text IS NULL OR id = $1)
+           AND (trading_state = 'halted') IS DISTINCT FROM $2
+        RETURNING {_PORTFOLIO_COLUMNS}
+        """,  # noqa: S608
+        portfolio_id,
+        halted,
+        reason,
+    )
+    return [_portfolio(row) for row in rows]
+
+
+# ---------------------------------------------------------------------- instruments
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A tradable symbol (``instruments`` row)."""
+
+    symbol: str
+    currency: str
+    primary_exchange: str
+    tick_size: Decimal | None
+    multiplier: Decimal
+    fractional: bool
+    enabled: bool
+
+
+async def get_instrument(conn: AnyConnection, symbol: str) -> Instrument | None:
+    """The instrument ``symbol``, or ``None`` if unknown."""
+    row = await conn.fetchrow(
+        "SELECT symbol, currency, primary_exchange, tick_size, multiplier, fractional, enabled"
+        " FROM instruments WHERE symbol = $1",
+        symbol,
+    )
+    if row is None:
+        return None
+    return Instrument(
+        symbol=row["symbol"],
+        currency=row["currency"],
+        primary_exchange=row["primary_exchange"],
+        tick_size=row["tick_size"],
+        multiplier=row["multiplier"],
+        fractional=row["fractional"],
+        enabled=row["enabled"],
+    )
+
+
+# ---------------------------------------------------------------------- orders
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One of our orders: its intent (terms, purpose), its lifecycle facts and IB's ids."""
+
+    intent: OrderIntent
+    state: OrderState
+    revision: int
+    reserved_cash: Decimal
+    reference_price: Decimal | None
+    commission: Decimal
+    ib_order_id: int | None
+    perm_id: int | None
+    external: bool
+    created_at: datetime
+    submitted_at: datetime | None
+
+    @property
+    def client_order_id(self) -> str:
+        """Our id of the order (IB's ``orderRef``)."""
+        return self.intent.client_order_id
+
+    @property
+    def portfolio_id(self) -> str:
+        """The portfolio the order belongs to."""
+        return self.intent.portfolio_id
+
+    @property
+    def status(self) -> OrderStatus:
+        """The order's lifecycle status (derived from its facts)."""
+        return self.state.status
+
+    def book_event(self, **envelope: Any) -> OrderBookUpdated:
+        """This record as the ``OrderBookUpdated`` of its revision."""
+        return OrderBookUpdated.model_validate(
+            {
+                **self.intent.model_dump(exclude={"event_id", "ts_event", "ts_init"}),
+                **envelope,
+                "revision": self.revision,
+                "status": self.status,
+                "order_id": self.ib_order_id,
+                "perm_id": self.perm_id,
+                "ib_status": self.state.ib_status,
+                "filled_quantity": self.state.filled_quantity,
+                "avg_fill_price": self.state.avg_fill_price,
+                "commission": self.commission,
+                "status_message": self.state.reason,
+                "created_at": self.created_at,
+            }
+        )
+
+
+_ORDER_COLUMNS = """
+    client_order_id, portfolio_id, symbol, side, order_type, quantity, limit_price,
+    stop_price, trailing_amount, trailing_percent, trail_stop_price, tif, outside_rth,
+    exchange, currency, purpose, position_id, exit_reason, stop_loss, take_profit,
+    reference_price, requested_by, status, revision, filled_quantity, filled_notional,
+    commission, reserved_cash, broker_filled, broker_remaining, broker_outcome,
+    acknowledged, cancel_requested, unknown, ib_order_id, perm_id, ib_status,
+    status_message, created_at, submitted_at
+"""
+
+
+def _order(row: asyncpg.Record) -> Order:
+    external = row["purpose"] == "external"
+    intent = OrderIntent.model_construct(
+        portfolio_id=row["portfolio_id"],
+        client_order_id=row["client_order_id"],
+        symbol=row["symbol"] or "?",
+        side=OrderSide(row["side"] or "BUY"),
+        order_type=OrderType(row["order_type"] or "MKT"),
+        quantity=row["quantity"],
+        limit_price=row["limit_price"],
+        stop_price=row["stop_price"],
+        trailing_amount=row["trailing_amount"],
+        trailing_percent=row["trailing_percent"],
+        trail_stop_price=row["trail_stop_price"],
+        tif=TimeInForce(row["tif"] or "DAY"),
+        outside_rth=row["outside_rth"],
+        exchange=row["exchange"],
+        currency=row["currency"],
+        purpose=OrderPurpose.MANUAL if external else OrderPurpose(row["purpose"]),
+        position_id=row["position_id"],
+        exit_reason=None if row["exit_reason"] is None else ExitReason(row["exit_reason"]),
+        stop_loss=row["stop_loss"],
+        take_profit=row["take_profit"],
+        requested_by=row["requested_by"],
+    )
+    state = OrderState(
+        quantity=row["quantity"],
+        filled_quantity=row["filled_quantity"],
+        filled_notional=row["filled_notional"],
+        acknowledged=row["acknowledged"],
+        cancel_requested=row["cancel_requested"],
+        outcome=BrokerOutcome(row["broker_outcome"]),
+        unknown=row["unknown"],
+        ib_status=row["ib_status"],
+        broker_filled=row["broker_filled"] or ZERO,
+        broker_remaining=row["broker_remaining"],
+        reason=row["status_message"],
+    )
+    return Order(
+        intent=intent,
+        state=state,
+        revision=row["revision"],
+        reserved_cash=row["reserved_cash"],
+        reference_price=row["reference_price"],
+        commission=row["commission"],
+        ib_order_id=row["ib_order_id"],
+        perm_id=row["perm_id"],
+        external=external,
+        created_at=row["created_at"],
+        submitted_at=row["submitted_at"],
+    )
+
+
+async def get_order(
+    conn: AnyConnection, client_order_id: str, *, lock: bool = False
+) -> Order | None:
+    """The order ``client_order_id`` (locked ``FOR UPDATE`` when ``lock``)."""
+    sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = $1"  # noqa: S608
+    row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), client_order_id)
+    return None if row is None else _order(row)
+
+
+async def find_order_by_perm_id(
+    conn: AnyConnection, portfolio_id: str, perm_id: int, *, lock: bool = False
+) -> Order | None:
+    """The order IB knows as ``perm_id`` in this portfolio."""
+    sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE portfolio_id = $1 AND perm_id = $2"  # noqa: S608
+    row = await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), portfolio_id, perm_id)
+    return None if row is None else _order(row)
+
+
+async def insert_order(
+    conn: AnyConnection,
+    intent: OrderIntent,
+    *,
+    reserved_cash: Decimal,
+    reference_price: Decimal | None,
+) -> Order:
+    """Record a new order ``PENDING`` (revision 1) with its cash reservation."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO orders (
+            client_order_id, portfolio_id, symbol, side, order_type, quantity, limit_price,
+            stop_price, trailing_amount, trailing_percent, trail_stop_price, tif,
+            outside_rth, exchange, currency, purpose, position_id, exit_reason, stop_loss,
+            take_profit, reference_price, requested_by, reserved_cash
+        ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                  $17, $18, $19, $20, $21, $22, $23)
+        RETURNING {_ORDER_COLUMNS}
+        """,  # noqa: S608
+        intent.client_order_id,
+        intent.portfolio_id,
+        intent.symbol,
+        intent.side.value,
+        intent.order_type.value,
+        intent.quantity,
+        intent.limit_price,
+        intent.stop_price,
+        intent.trailing_amount,
+        intent.trailing_percent,
+        intent.trail_stop_price,
+        intent.tif.value,
+        intent.outside_rth,
+        intent.exchange,
+        intent.currency,
+        intent.purpose.value,
+        intent.position_id,
+        None if intent.exit_reason is None else intent.exit_reason.value,
+        intent.stop_loss,
+        intent.take_profit,
+        reference_price,
+        intent.requested_by,
+        reserved_cash,
+    )
+    assert row is not None
+    return _order(row)
+
+
+async def insert_external_order(
+    conn: AnyConnection,
+    *,
+    client_order_id: str,
+    portfolio_id: str,
+    symbol: str | None,
+    side: OrderSide | None,
+    quantity: Decimal | None,
+    perm_id: int | None,
+    ib_order_id: int | None,
+) -> Order:
+    """Record an order placed outside ibflow (from TWS), found in broker events.
+
+    Idempotent: returns the existing row if one with this id exists.
+    """
+    await conn.execute(
+        """
+        INSERT INTO orders (client_order_id, portfolio_id, symbol, side, order_type, quantity,
+                            tif, purpose, requested_by, perm_id, ib_order_id, acknowledged,
+                            status, submitted_at)
+        VALUES ($1, $2, $3, $4, 'MKT', $5, 'DAY', 'external', 'broker', $6, $7, true,
+                'SUBMITTED', now())
+        ON CONFLICT (client_order_id) DO NOTHING
+        """,
+        client_order_id,
+        portfolio_id,
+        symbol,
+        None if side is None else side.value,
+        quantity,
+        perm_id,
+        ib_order_id,
+    )
+    order = await get_order(conn, client_order_id, lock=True)
+    assert order is not None
+    return order
+
+
+async def save_order(
+    conn: AnyConnection,
+    order: Order,
+    transition: Transition,
+    *,
+    reserved_cash: Decimal | None = None,
+    commission: Decimal | None = None,
+    ib_order_id: int | None = None,
+    perm_id: int | None = None,
+    quantity: Decimal | None = None,
+    prices: dict[str, Decimal | None] | None = None,
+    sent: bool = False,
+) -> Order:
+    """Store ``transition``'s new state (and any new ids, money or terms) as the next
+    revision; stamps the column of the status it entered. Returns the stored order."""
+    state = transition.state
+    entered = transition.entered
+    stamp = timestamp_column(entered) if entered is not None else None
+    sets = [
+        "status = $2",
+        "revision = revision + 1",
+        "filled_quantity = $3",
+        "filled_notional = $4",
+        "avg_fill_price = $5",
+        "broker_filled = $6",
+        "broker_remaining = $7",
+        "broker_outcome = $8",
+        "acknowledged = $9",
+        "cancel_requested = $10",
+        "unknown = $11",
+        "ib_status = $12",
+        "status_message = $13",
+        "quantity = $14",
+        "reserved_cash = $15",
+        "commission = $16",
+        "ib_order_id = coalesce($17, ib_order_id)",
+        "perm_id = coalesce($18, perm_id)",
+    ]
+    if stamp is not None:
+        sets.append(f"{stamp} = coalesce({stamp}, now())")
+    if sent:
+        sets.append("sent_at = coalesce(sent_at, now())")
+    args: list[Any] = [
+        order.client_order_id,
+        state.status.value,
+        state.filled_quantity,
+        state.filled_notional,
+        state.avg_fill_price,
+        state.broker_filled,
+        state.broker_remaining,
+        state.outcome.value,
+        state.acknowledged,
+        state.cancel_requested,
+        state.unknown,
+        state.ib_status,
+        state.reason,
+        quantity if quantity is not None else state.quantity,
+        order.reserved_cash if reserved_cash is None else reserved_cash,
+        order.commission if commission is None else commission,
+        ib_order_id,
+        perm_id,
+    ]
+    for name, value in (prices or {}).items():
+        args.append(value)
+        sets.append(f"{_PRICE_COLUMN[name]} = ${len(args)}")
+    row = await conn.fetchrow(
+        f"UPDATE orders SET {', '.join(sets)} WHERE client_order_id = $1"  # noqa: S608
+        f" RETURNING {_ORDER_COLUMNS}",
+        *args,
+    )
+    assert row is not None
+    return _order(row)
+
+
+_PRICE_COLUMN = {
+    name: name
+    for name in (
+        "limit_price",
+        "stop_price",
+        "trailing_amount",
+        "trailing_percent",
+        "trail_stop_price",
+    )
+}
+
+
+async def orders_in(
+    conn: AnyConnection, statuses: Sequence[str], *, portfolio_id: str | None = None
+) -> list[Order]:
+    """Orders in any of ``statuses`` (of one portfolio or all), oldest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_ORDER_COLUMNS} FROM orders
+         WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR portfolio_id = $2)
+         ORDER BY created_at
+        """,  # noqa: S608
+        list(statuses),
+        portfolio_id,
+    )
+    return [_order(row) for row in rows]
+
+
+async def stale_orders(conn: AnyConnection, now: datetime) -> list[Order]:
+    """Working orders acknowledged longer ago than their portfolio's stale limit."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {", ".join("o." + c.strip() for c in _ORDER_COLUMNS.split(","))}
+          FROM orders o JOIN portfolios p ON p.id = o.portfolio_id
+         WHERE o.status IN ('SUBMITTED', 'PARTIALLY_FILLED')
+           AND o.purpose <> 'external'
+           AND o.submitted_at < $1 - make_interval(mins => p.stale_order_minutes)
+         ORDER BY o.submitted_at
+        """,  # noqa: S608
+        now,
+    )
+    return [_order(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """What the risk checks need to know about a portfolio and one symbol."""
+
+    open_orders: int
+    position_quantity: Decimal
+    """Net shares held in the symbol from our executions (long positive)."""
+    working_buy_quantity: Decimal
+    working_sell_quantity: Decimal
+    realized_pnl_today: Decimal
+    day_trade_position_exists: bool
+
+
+async def exposure(
+    conn: AnyConnection, portfolio_id: str, symbol: str, session_start: datetime
+) -> Exposure:
+    """Open orders, position and working quantity in ``symbol``, and today's realized
+    P&L (IB's, net of commissions) of the portfolio, in one round trip."""
+    row = await conn.fetchrow(
+        """
+        SELECT
+          (SELECT count(*) FROM orders
+            WHERE portfolio_id = $1 AND status = ANY($4::text[])) AS open_orders,
+          (SELECT coalesce(sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END), 0)
+             FROM executions WHERE portfolio_id = $1 AND symbol = $2) AS position_quantity,
+          (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'BUY'), 0)
+             FROM orders WHERE portfolio_id = $1 AND symbol = $2
+              AND status = ANY($4::text[])) AS working_buy,
+          (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'SELL'), 0)
+             FROM orders WHERE portfolio_id = $1 AND symbol = $2
+              AND status = ANY($4::text[])) AS working_sell,
+          (SELECT coalesce(sum(ib_realized_pnl), 0) FROM executions
+            WHERE portfolio_id = $1 AND executed_at >= $3) AS realized_pnl,
+          EXISTS (SELECT 1 FROM orders
+                   WHERE portfolio_id = $1 AND symbol = $2 AND purpose = 'entry'
+                     AND created_at >= $3
+                     AND (status = ANY($4::text[]) OR
+                          (status = 'FILLED' AND NOT EXISTS (
+                             SELECT 1 FROM orders x
+                              WHERE x.position_id = orders.position_id
+                                AND x.purpose = 'exit' AND x.status = 'FILLED'))))
+            AS day_trade
+        """,
+        portfolio_id,
+        symbol,
+        session_start,
+        list(WORKING_STATUSES),
+    )
+    assert row is not None
+    return Exposure(
+        open_orders=row["open_orders"],
+        position_quantity=row["position_quantity"],
+        working_buy_quantity=row["working_buy"],
+        working_sell_quantity=row["working_sell"],
+        realized_pnl_today=row["realized_pnl"],
+        day_trade_position_exists=row["day_trade"],
+    )
+
+
+async def realized_pnl_since(conn: AnyConnection, portfolio_id: str, since: datetime) -> Decimal:
+    """IB's realized P&L (net of commissions) of the portfolio's executions since ``since``."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(ib_realized_pnl), 0) FROM executions"
+        " WHERE portfolio_id = $1 AND executed_at >= $2",
+        portfolio_id,
+        since,
+    )
+    assert isinstance(value, Decimal)
+    return value
+
+
+# ---------------------------------------------------------------------- executions
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A booked execution (``executions`` row)."""
+
+    exec_id: str
+    client_order_id: str
+    portfolio_id: str
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal | None
+
+
+async def insert_execution(
+    conn: AnyConnection,
+    *,
+    exec_id: str,
+    order: Order,
+    side: OrderSide,
+    quantity: Decimal,
+    price: Decimal,
+    executed_at: datetime,
+    perm_id: int | None,
+    ib_order_id: int | None,
+    exchange: str,
+    commission: tuple[Decimal, str, Decimal | None] | None,
+) -> bool:
+    """Book an execution; ``False`` if ``exec_id`` was booked before (a replay).
+
+    ``commission`` is ``(amount, currency, IB realized P&L)`` when it arrived first.
+    """
+    amount, currency, pnl = commission if commission is not None else (None, None, None)
+    status = await conn.execute(
+        """
+        INSERT INTO executions (exec_id, client_order_id, portfolio_id, symbol, side, quantity,
+                                price, executed_at, perm_id, ib_order_id, exchange, commission,
+                                commission_currency, ib_realized_pnl, commission_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                CASE WHEN $12::numeric IS NULL THEN NULL ELSE now() END)
+        ON CONFLICT (exec_id) DO NOTHING
+        """,
+        exec_id,
+        order.client_order_id,
+        order.portfolio_id,
+        order.intent.symbol,
+        side.value,
+        quantity,
+        price,
+        executed_at,
+        perm_id,
+        ib_order_id,
+        exchange,
+        amount,
+        currency,
+        pnl,
+    )
+    return status.endswith(" 1")
+
+
+async def insert_transaction(
+    conn: AnyConnection,
+    *,
+    exec_id: str,
+    order: Order,
+    side: OrderSide,
+    gross: Decimal,
+    commission: Decimal,
+) -> None:
+    """The cash movement of an execution: ``gross`` (signed) less ``commission``."""
+    await conn.execute(
+        """
+        INSERT INTO transactions (exec_id, portfolio_id, client_order_id, kind, gross,
+                                  commission, cash_delta)
+        VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $5::numeric - $6::numeric)
+        """,
+        exec_id,
+        order.portfolio_id,
+        order.client_order_id,
+        "buy" if side is OrderSide.BUY else "sell",
+        gross,
+        commission,
+    )
+
+
+async def set_commission(
+    conn: AnyConnection,
+    exec_id: str,
+    *,
+    commission: Decimal,
+    currency: str,
+    realized_pnl: Decimal | None,
+) -> Execution | None:
+    """Record the commission of a booked execution whose commission was unknown.
+
+    Returns the execution if this call set it, ``None`` if the execution is not booked
+    yet or already had its commission (a replay).
+    """
+    row = await conn.fetchrow(
+        """
+        UPDATE executions
+           SET commission = $2, commission_currency = $3, ib_realized_pnl = $4,
+               commission_at = now()
+         WHERE exec_id = $1 AND commission IS NULL
+        RETURNING exec_id, client_order_id, portfolio_id, side, quantity, price, commission
+        """,
+        exec_id,
+        commission,
+        currency,
+        realized_pnl,
+    )
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE transactions SET commission = commission + $2, cash_delta = cash_delta - $2"
+        " WHERE exec_id = $1",
+        exec_id,
+        commission,
+    )
+    return Execution(
+        exec_id=row["exec_id"],
+        client_order_id=row["client_order_id"],
+        portfolio_id=row["portfolio_id"],
+        side=OrderSide(row["side"]),
+        quantity=row["quantity"],
+        price=row["price"],
+        commission=row["commission"],
+    )
+
+
+async def execution_exists(conn: AnyConnection, exec_id: str) -> bool:
+    """Whether ``exec_id`` is booked."""
+    return bool(
+        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM executions WHERE exec_id = $1)", exec_id)
+    )
+
+
+async def park_commission(
+    conn: AnyConnection,
+    *,
+    exec_id: str,
+    portfolio_id: str,
+    commission: Decimal,
+    currency: str,
+    realized_pnl: Decimal | None,
+) -> None:
+    """Keep a commission that arrived before its execution (idempotent)."""
+    await conn.execute(
+        """
+        INSERT INTO pending_commissions (exec_id, portfolio_id, commission, currency,
+                                         realized_pnl)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (exec_id) DO NOTHING
+        """,
+        exec_id,
+        portfolio_id,
+        commission,
+        currency,
+        realized_pnl,
+    )
+
+
+async def take_parked_commission(
+    conn: AnyConnection, exec_id: str
+) -> tuple[Decimal, str, Decimal | None] | None:
+    """Remove and return the commission parked for ``exec_id``, if any."""
+    row = await conn.fetchrow(
+        "DELETE FROM pending_commissions WHERE exec_id = $1"
+        " RETURNING commission, currency, realized_pnl",
+        exec_id,
+    )
+    if row is None:
+        return None
+    return row["commission"], row["currency"], row["realized_pnl"]
+
+
+# ---------------------------------------------------------------------- recommendations
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecommendation:
+    """A recorded recommendation and what became of it."""
+
+    id: int
+    portfolio_id: str
+    session_date: date
+    item: Recommendation
+    status: str
+    client_order_id: str | None
+
+
+async def insert_recommendations(
+    conn: AnyConnection,
+    portfolio_id: str,
+    session_date: date,
+    items: Sequence[Recommendation],
+    source: str,
+) -> list[str]:
+    """Record recommendations; returns the symbols that were new (others existed)."""
+    rows = await conn.fetch(
+        """
+        INSERT INTO recommendations (portfolio_id, session_date, symbol, side, quantity,
+                                     allocation, entry_type, limit_price, stop_loss,
+                                     take_profit, source)
+        SELECT $1, $2, r.symbol, r.side, r.quantity, r.allocation, r.entry_type,
+               r.limit_price, r.stop_loss, r.take_profit, $3
+          FROM jsonb_to_recordset($4::jsonb) AS r(symbol text, side text, quantity numeric,
+               allocation numeric, entry_type text, limit_price numeric, stop_loss numeric,
+               take_profit numeric)
+        ON CONFLICT (portfolio_id, session_date, symbol) DO NOTHING
+        RETURNING symbol
+        """,
+        portfolio_id,
+        session_date,
+        source,
+        json.dumps([item.model_dump(mode="json") for item in items]),
+    )
+    return [row["symbol"] for row in rows]
+
+
+_SELECT_RECOMMENDATIONS = """
+    SELECT id, portfolio_id, session_date, symbol, side, quantity, allocation, entry_type,
+           limit_price, stop_loss, take_profit, status, client_order_id
+      FROM recommendations WHERE portfolio_id = $1 AND session_date = $2 ORDER BY id
+"""
+
+
+async def recommendations_for(
+    conn: AnyConnection, portfolio_id: str, session_date: date, *, lock: bool = False
+) -> list[StoredRecommendation]:
+    """The portfolio's recommendations of a session, by id."""
+    lock_clause = " FOR UPDATE" if lock else ""
+    rows = await conn.fetch(f"{_SELECT_RECOMMENDATIONS}{lock_clause}", portfolio_id, session_date)
+    return [
+        StoredRecommendation(
+            id=row["id"],
+            portfolio_id=row["portfolio_id"],
+            session_date=row["session_date"],
+            item=Recommendation(
+                symbol=row["symbol"],
+                side=OrderSide(row["side"]),
+                quantity=row["quantity"],
+                allocation=row["allocation"],
+                entry_type=OrderType(row["entry_type"]),
+                limit_price=row["limit_price"],
+                stop_loss=row["stop_loss"],
+                take_profit=row["take_profit"],
+            ),
+            status=row["status"],
+            client_order_id=row["client_order_id"],
+        )
+        for row in rows
+    ]
+
+
+async def decide_recommendation(
+    conn: AnyConnection,
+    recommendation_id: int,
+    *,
+    status: str,
+    skip_reason: str | None = None,
+    client_order_id: str | None = None,
+) -> None:
+    """Record what the morning entry did with a recommendation."""
+    await conn.execute(
+        """
+        UPDATE recommendations
+           SET status = $2, skip_reason = $3, client_order_id = $4, decided_at = now()
+         WHERE id = $1
+        """,
+        recommendation_id,
+        status,
+        skip_reason,
+        client_order_id,
+    )
+
+
+# ---------------------------------------------------------------------- audit
+
+
+async def audit(
+    conn: AnyConnection,
+    *,
+    actor: str,
+    command: str,
+    subject: str,
+    result: str,
+    payload: dict[str, Any],
+    portfolio_id: str | None = None,
+    client_order_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Append one command to the audit log."""
+    await conn.execute(
+        """
+        INSERT INTO audit_log (actor, command, subject, portfolio_id, client_order_id,
+                               payload, result, detail)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """,
+        actor,
+        command,
+        subject,
+        portfolio_id,
+        client_order_id,
+        payload,
+        result,
+        detail,
+    )
+
+
+def with_state(order: Order, state: OrderState) -> Order:
+    """``order`` with another state (for in-memory previews)."""
+    return replace(order, state=state)

@@ -1,0 +1,237 @@
+"""The order-manager end to end: real PostgreSQL, real nats-server, the gateway-bridge
+service and gateway-sim over TCP, both services in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError
+
+from ibflow.bus import request, subjects
+from ibflow.bus.errors import RemoteError
+from ibflow.contracts import (
+    CancelOrder,
+    CommandAccepted,
+    HaltTrading,
+    OrderPurpose,
+    OrderSide,
+    OrderType,
+    SubmitOrder,
+)
+from ibflow.db import apply_migrations
+from ibflow.runtime import EXIT_OK, Runtime
+from ibflow_gateway_bridge.app import SERVICE as BRIDGE
+from ibflow_gateway_bridge.settings import GatewayBridgeSettings
+from ibflow_gateway_bridge.supervisor import STATE_BUCKET, state_key
+from ibflow_gateway_sim.config import SimConfig
+from ibflow_gateway_sim.server import GatewaySimulator
+from ibflow_order_manager.app import SERVICE as ORDER_MANAGER
+from ibflow_order_manager.settings import OrderManagerSettings
+
+ACCOUNT = "DU1234567"
+START_CASH = Decimal(1_000_000)
+
+
+async def wait_for(condition: Callable[[], Any], within: float = 10.0) -> None:
+    """Await ``condition()`` (sync or async) until truthy; AssertionError after ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Stack:
+    sim: GatewaySimulator
+    db: asyncpg.Connection[Any]
+    nc: NatsClient
+
+    async def submit(self, coid: str, **fields: Any) -> CommandAccepted:
+        body: dict[str, Any] = {
+            "portfolio_id": "om",
+            "client_order_id": coid,
+            "symbol": "AAPL",
+            "side": OrderSide.BUY,
+            "order_type": OrderType.LMT,
+            "quantity": Decimal(10),
+            "limit_price": Decimal("101"),
+            "purpose": OrderPurpose.MANUAL,
+            "requested_by": "user:test",
+        }
+        body.update(fields)
+        cmd = SubmitOrder.model_validate(body)
+        return await request(self.nc, subjects.SUBMIT_ORDER, cmd, CommandAccepted, timeout=15)
+
+    async def order(self, coid: str) -> asyncpg.Record:
+        row = await self.db.fetchrow("SELECT * FROM orders WHERE client_order_id = $1", coid)
+        assert row is not None
+        return row
+
+    async def cash(self) -> tuple[Decimal, Decimal]:
+        row = await self.db.fetchrow("SELECT cash, reserved_cash FROM portfolios WHERE id = 'om'")
+        assert row is not None
+        return row["cash"], row["reserved_cash"]
+
+    def broker_cash(self) -> Decimal:
+        return Decimal(self.sim.faults.account_state(ACCOUNT)["cash"])
+
+
+@pytest.fixture
+async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterator[Stack]:
+    config = SimConfig.model_validate({"matching": {"fill_lot_size": 100}})
+    sim = GatewaySimulator(config.with_seed(11))
+    await sim.start("127.0.0.1", 0)
+    sim.faults.freeze(True)
+    sim.faults.set_price("AAPL", Decimal(100))
+    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
+    db = await asyncpg.connect(database_url)
+    await db.execute(
+        """
+        INSERT INTO portfolios (id, name, broker_port, client_id, account, cash, max_order_value)
+        VALUES ('om', 'om', $1, 41, $2, $3, 50000)
+        """,
+        sim.port,
+        ACCOUNT,
+        START_CASH,
+    )
+    await db.execute(
+        "INSERT INTO instruments (symbol, currency, primary_exchange)"
+        " VALUES ('AAPL', 'USD', 'NASDAQ')"
+    )
+    common = {"nats_url": nats_url, "database_url": database_url, "http_port": 0}
+    bridge = Runtime(BRIDGE, GatewayBridgeSettings.load(gateway_type="simulator", **common))
+    manager = Runtime(ORDER_MANAGER, OrderManagerSettings.load(recovery_interval=0.5, **common))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(rt.serve(stop)) for rt in (bridge, manager)]
+    try:
+        await wait_for(lambda: bridge.ready and manager.ready)
+        await wait_for(lambda: asyncio.create_task(_bridge_ready(nc)), within=15)
+        yield Stack(sim, db, nc)
+    finally:
+        stop.set()
+        assert [await asyncio.wait_for(t, 20) for t in tasks] == [EXIT_OK, EXIT_OK]
+        await db.close()
+        await sim.stop()
+
+
+async def _bridge_ready(nc: NatsClient) -> bool:
+    kv = await nc.jetstream().key_value(STATE_BUCKET)
+    try:
+        entry = await kv.get(state_key("om"))
+    except KeyNotFoundError:
+        return False
+    return entry.value is not None and b'"state":"ready"' in entry.value
+
+
+async def test_partial_fills_and_late_commissions_book_cash_exactly_like_the_broker(
+    stack: Stack,
+) -> None:
+    stack.sim.faults.delay(commissions=0.3)
+    accepted = await stack.submit("life-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
+    assert accepted.client_order_ids == ("life-1",)
+
+    async def settled() -> bool:
+        order = await stack.order("life-1")
+        commissions = await stack.db.fetchval(
+            "SELECT count(*) FROM executions WHERE client_order_id = 'life-1'"
+            " AND commission IS NOT NULL"
+        )
+        return order["status"] == "FILLED" and commissions == 3
+
+    await wait_for(settled, within=15)
+    order = await stack.order("life-1")
+    assert order["filled_quantity"] == Decimal(250)
+    executions = await stack.db.fetch("SELECT * FROM executions WHERE client_order_id = 'life-1'")
+    notional = sum(e["quantity"] * e["price"] for e in executions)
+    assert order["avg_fill_price"] == notional / 250
+    assert sorted(e["quantity"] for e in executions) == [Decimal(50), Decimal(100), Decimal(100)]
+    transactions = await stack.db.fetch(
+        "SELECT * FROM transactions WHERE client_order_id = 'life-1'"
+    )
+    assert len(transactions) == 3
+    assert order["commission"] == sum(e["commission"] for e in executions)
+    await wait_for(lambda: _cash_matches(stack), within=10)
+    cash, reserved = await stack.cash()
+    assert cash == stack.broker_cash()
+    assert reserved == 0
+
+    again = await stack.submit("life-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
+    assert again.duplicate is True
+    assert await stack.db.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def _cash_matches(stack: Stack) -> bool:
+    cash, _ = await stack.cash()
+    return cash == stack.broker_cash()
+
+
+async def test_cancel_of_a_working_order_releases_its_reservation_after_the_broker_confirms(
+    stack: Stack,
+) -> None:
+    await stack.submit("rest-1", quantity=Decimal(10), limit_price=Decimal("90"))
+    await wait_for(lambda: _status_is(stack, "rest-1", "SUBMITTED"))
+    _, reserved = await stack.cash()
+    assert reserved == Decimal(900)
+
+    cancel = CancelOrder(portfolio_id="om", client_order_id="rest-1", requested_by="user:test")
+    await request(stack.nc, subjects.CANCEL_ORDER, cancel, CommandAccepted, timeout=10)
+    await wait_for(lambda: _status_is(stack, "rest-1", "CANCELLED"))
+    assert await stack.cash() == (START_CASH, Decimal(0))
+
+
+async def _status_is(stack: Stack, coid: str, status: str) -> bool:
+    return bool((await stack.order(coid))["status"] == status)
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "words"),
+    [
+        ({"portfolio_id": "nope"}, "not_found", "portfolio_id"),
+        ({"symbol": "ZZZZ"}, "invalid_request", "symbol: ZZZZ"),
+        ({"limit_price": Decimal("100.001")}, "invalid_request", "limit_price: 100.001"),
+        ({"quantity": Decimal(1000)}, "refused", "max_order_value"),
+        ({"quantity": Decimal("1.5")}, "refused", "fractional"),
+        ({"order_type": OrderType.MKT, "limit_price": None}, "invalid_request", "reference_price"),
+    ],
+)
+async def test_each_refusal_names_its_field_or_rule(
+    stack: Stack, fields: dict[str, Any], code: str, words: str
+) -> None:
+    with pytest.raises(RemoteError) as refused:
+        await stack.submit("bad-1", **fields)
+    assert refused.value.code == code
+    assert words in refused.value.message
+    assert await stack.db.fetchval("SELECT count(*) FROM orders") == 0
+    assert await stack.db.fetchval("SELECT count(*) FROM audit_log WHERE result = 'refused'") == 1
+
+
+async def test_halted_portfolio_refuses_entries_but_takes_exits(stack: Stack) -> None:
+    halt = HaltTrading(portfolio_id="om", reason="news", requested_by="user:test")
+    await request(stack.nc, subjects.HALT_TRADING, halt, CommandAccepted, timeout=10)
+    with pytest.raises(RemoteError) as refused:
+        await stack.submit("halt-1")
+    assert refused.value.code == "refused"
+    assert "halted" in refused.value.message
+    exit_order = await stack.submit(
+        "halt-exit",
+        side=OrderSide.SELL,
+        purpose=OrderPurpose.EXIT,
+        position_id="pos-1",
+        exit_reason="manual",
+        limit_price=Decimal("99"),
+    )
+    assert exit_order.duplicate is False
