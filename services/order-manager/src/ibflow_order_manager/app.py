@@ -39,12 +39,15 @@ from ibflow.contracts import (
     ExecutionReported,
     FindBrokerOrder,
     HaltTrading,
+    ModifyOrder,
     OrderStatusChanged,
     ResumeTrading,
+    SessionEventEmitted,
     SubmitOrder,
+    SubmitRecommendations,
 )
 from ibflow.db.outbox import OutboxRelay
-from ibflow.runtime import Runtime, Service, run
+from ibflow.runtime import Runtime, Service, Worker, run
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
 from ibflow_order_manager.settings import OrderManagerSettings
@@ -52,6 +55,9 @@ from ibflow_order_manager.settings import OrderManagerSettings
 log = logging.getLogger("ibflow.order_manager")
 
 QUEUE_GROUP = "order-manager"
+MORNING_ENTRY = "morning_entry"
+STALE_ORDER_SWEEP = "stale_order_sweep"
+RECONCILE = "reconcile"
 
 
 def consumer_specs() -> dict[str, ConsumerSpec]:
@@ -71,6 +77,7 @@ def consumer_specs() -> dict[str, ConsumerSpec]:
         "executions": spec("order-manager-executions", subjects.wildcard(subjects.EXECUTION)),
         "commissions": spec("order-manager-commissions", subjects.wildcard(subjects.COMMISSION)),
         "snapshots": spec("order-manager-snapshots", subjects.wildcard(subjects.BROKER_SNAPSHOT)),
+        "session": spec("order-manager-session", subjects.ALL_SESSION_EVENTS),
     }
 
 
@@ -149,19 +156,22 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
     async def on_snapshot(_msg: BrokerSnapshotCompleted, _: Delivery) -> None:
         recovery.wake()
 
-    runners: list[
-        ConsumerRunner[OrderStatusChanged]
-        | ConsumerRunner[ExecutionReported]
-        | ConsumerRunner[CommissionReported]
-        | ConsumerRunner[BrokerSnapshotCompleted]
-    ] = [
+    async def on_session(event: SessionEventEmitted, _: Delivery) -> None:
+        if event.name == STALE_ORDER_SWEEP:
+            cancelled = await book.sweep_stale(event)
+            log.info("stale sweep %s: %d cancel(s) requested", event.occurrence_id, len(cancelled))
+        elif event.name == RECONCILE:
+            recovery.wake()
+
+    runners: list[Worker] = [
         ConsumerRunner(js, Subscriber(specs["status"], OrderStatusChanged, on_status)),
         ConsumerRunner(js, Subscriber(specs["executions"], ExecutionReported, on_execution)),
         ConsumerRunner(js, Subscriber(specs["commissions"], CommissionReported, on_commission)),
         ConsumerRunner(js, Subscriber(specs["snapshots"], BrokerSnapshotCompleted, on_snapshot)),
+        ConsumerRunner(js, Subscriber(specs["session"], SessionEventEmitted, on_session)),
     ]
-    for runner in runners:
-        rt.add_worker(runner, name=runner.subscriber.spec.durable)
+    for runner, spec in zip(runners, specs.values(), strict=True):
+        rt.add_worker(runner, name=spec.durable)
     rt.add_worker(recovery, name="recovery")
 
     served: list[Subscription] = []
@@ -172,8 +182,20 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
         served.append(
             await serve(rt.nats, subjects.CANCEL_ORDER, CancelOrder, book.cancel, queue=QUEUE_GROUP)
         )
+        served.append(
+            await serve(rt.nats, subjects.MODIFY_ORDER, ModifyOrder, book.modify, queue=QUEUE_GROUP)
+        )
     served.append(
         await serve(rt.nats, subjects.HALT_TRADING, HaltTrading, book.halt, queue=QUEUE_GROUP)
+    )
+    served.append(
+        await serve(
+            rt.nats,
+            subjects.SUBMIT_RECOMMENDATIONS,
+            SubmitRecommendations,
+            book.record_recommendations,
+            queue=QUEUE_GROUP,
+        )
     )
     served.append(
         await serve(rt.nats, subjects.RESUME_TRADING, ResumeTrading, book.resume, queue=QUEUE_GROUP)

@@ -27,21 +27,25 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from pydantic import ValidationError
 
 from ibflow.bus import subjects
-from ibflow.bus.errors import Reject, RemoteError
+from ibflow.bus.errors import Reject, RemoteError, describe_validation_error
 from ibflow.contracts import (
     CONFLICT,
     INVALID_REQUEST,
     NOT_FOUND,
     NOT_READY,
     REFUSED,
+    TIMEOUT,
     CancelBrokerOrder,
     CancelOrder,
     CommandAccepted,
     CommissionReported,
     ExecutionReported,
     HaltTrading,
+    ModifyBrokerOrder,
+    ModifyOrder,
     OrderRejected,
     OrderSide,
     OrderStatus,
@@ -51,16 +55,19 @@ from ibflow.contracts import (
     PortfolioChanged,
     ResumeTrading,
     SubmitOrder,
+    SubmitRecommendations,
     TradingHalted,
     TradingResumed,
 )
 from ibflow.contracts.base import Envelope, utc_now
+from ibflow.contracts.orders import OrderTerms
 from ibflow.db.outbox import enqueue_many
 from ibflow.db.pool import AnyConnection
 from ibflow_order_manager import repository as repo
 from ibflow_order_manager.broker import BrokerAnswer, BrokerClient, Outcome
 from ibflow_order_manager.domain import (
     IllegalTransition,
+    InvalidModification,
     OrderState,
     Overfill,
     ProposedOrder,
@@ -78,6 +85,13 @@ log = logging.getLogger("ibflow.order_manager.book")
 
 NEW_YORK = ZoneInfo("America/New_York")
 _PRICE_FIELDS = ("limit_price", "stop_price", "trail_stop_price")
+_MODIFIABLE_PRICES = (
+    "limit_price",
+    "stop_price",
+    "trailing_amount",
+    "trailing_percent",
+    "trail_stop_price",
+)
 
 
 class PriceSource(Protocol):
@@ -384,6 +398,142 @@ class OrderBook:
             duplicate=not transition.changed,
             client_order_ids=(coid,),
             detail=f"cancel requested: {answer.detail}",
+        )
+
+    # ------------------------------------------------------------------ modify
+
+    async def modify(self, cmd: ModifyOrder) -> CommandAccepted:
+        """Change a working order's quantity or prices (a partly filled order keeps its
+        fills: the new quantity is the new total, the remainder follows)."""
+        coid = cmd.client_order_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await repo.get_order(conn, coid, lock=True)
+            if order is None or order.portfolio_id != cmd.portfolio_id:
+                raise _refused(NOT_FOUND, f"client_order_id: no order {coid} in {cmd.portfolio_id}")
+            if order.external:
+                raise _refused(REFUSED, f"order {coid} was placed outside ibflow; modify it there")
+            changes = cmd.changes()
+            terms = order.intent.model_dump(
+                include=set(_TERMS) | {"portfolio_id", "client_order_id"}
+            )
+            try:
+                merged = OrderTerms.model_validate({**terms, **changes})
+            except ValidationError as exc:
+                raise _refused(INVALID_REQUEST, describe_validation_error(exc)) from None
+            instrument = await repo.get_instrument(conn, order.intent.symbol)
+            portfolio = await repo.get_portfolio(conn, order.portfolio_id, lock=True)
+            assert portfolio is not None
+            problem = _validate(merged, portfolio, instrument)
+            if problem is not None:
+                raise problem
+            try:
+                transition = order.state.modify_quantity(merged.quantity)
+            except InvalidModification as exc:
+                raise _refused(REFUSED, str(exc)) from None
+            reserved = _modified_reservation(order, merged, transition.state, portfolio, instrument)
+            more = reserved - order.reserved_cash
+            if more > portfolio.available_cash:
+                raise _refused(
+                    REFUSED,
+                    f"cash: the modification needs {more} {portfolio.currency} more,"
+                    f" available {portfolio.available_cash}",
+                )
+            revision = order.revision + 1
+        command = ModifyBrokerOrder.model_validate(
+            {**merged.model_dump(), "revision": revision, **cmd.caused()}
+        )
+        answer = await self._broker.modify(command)
+        if answer.outcome is Outcome.AMBIGUOUS:
+            raise _refused(TIMEOUT, f"modify outcome unknown: {answer.detail}")
+        if answer.outcome is Outcome.NOT_SENT:
+            code = NOT_READY if answer.code == NOT_READY else REFUSED
+            raise _refused(code, f"modify not sent: {answer.detail}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.get_order(conn, coid, lock=True)
+            assert current is not None
+            try:
+                step = current.state.modify_quantity(merged.quantity)
+            except InvalidModification:
+                step = Transition(current.state, current.state)
+            prices = {name: getattr(merged, name) for name in _MODIFIABLE_PRICES}
+            saved = await repo.save_order(
+                conn, current, step, quantity=merged.quantity, prices=prices, reserved_cash=reserved
+            )
+            moved = await repo.move_money(
+                conn, current.portfolio_id, reserved=reserved - current.reserved_cash
+            )
+            await repo.audit(
+                conn,
+                actor=cmd.requested_by,
+                command="ModifyOrder",
+                subject=subjects.MODIFY_ORDER,
+                result="accepted",
+                payload=cmd.model_dump(mode="json"),
+                portfolio_id=cmd.portfolio_id,
+                client_order_id=coid,
+            )
+            await self._publish(conn, [saved], moved, cmd)
+        self._notify()
+        return CommandAccepted.of(cmd, client_order_ids=(coid,), detail=answer.detail)
+
+    # ------------------------------------------------------------------ stale orders
+
+    async def sweep_stale(self, cause: Envelope) -> list[str]:
+        """Cancel the remainder of every order working longer than its portfolio's
+        stale limit; the reservation is released when IB confirms the cancel."""
+        async with self._pool.acquire() as conn:
+            stale = await repo.stale_orders(conn, self._clock())
+        cancelled: list[str] = []
+        for order in stale:
+            cmd = CancelOrder(
+                portfolio_id=order.portfolio_id,
+                client_order_id=order.client_order_id,
+                reason="stale: working longer than the portfolio's limit",
+                requested_by="order-manager:stale_sweep",
+                **cause.caused(),
+            )
+            try:
+                await self.cancel(cmd)
+            except RemoteError as exc:
+                log.warning("stale order %s not cancelled: %s", order.client_order_id, exc.message)
+                continue
+            cancelled.append(order.client_order_id)
+        return cancelled
+
+    # ------------------------------------------------------------------ recommendations
+
+    async def record_recommendations(self, cmd: SubmitRecommendations) -> CommandAccepted:
+        """Store a session's recommendations (first one per symbol wins)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            portfolio = await repo.get_portfolio(conn, cmd.portfolio_id, lock=True)
+            if portfolio is None:
+                raise _refused(
+                    NOT_FOUND, f"portfolio_id: portfolio {cmd.portfolio_id!r} does not exist"
+                )
+            existing = await repo.recommendations_for(conn, cmd.portfolio_id, cmd.session_date)
+            if any(r.status != "pending" for r in existing):
+                raise _refused(
+                    REFUSED,
+                    f"session_date: the morning entry of {cmd.session_date} already ran"
+                    f" for {cmd.portfolio_id}",
+                )
+            new = await repo.insert_recommendations(
+                conn, cmd.portfolio_id, cmd.session_date, cmd.items, cmd.source
+            )
+            await repo.audit(
+                conn,
+                actor=cmd.requested_by,
+                command="SubmitRecommendations",
+                subject=subjects.SUBMIT_RECOMMENDATIONS,
+                result="accepted" if new else "duplicate",
+                payload=cmd.model_dump(mode="json"),
+                portfolio_id=cmd.portfolio_id,
+            )
+        skipped = len(cmd.items) - len(new)
+        return CommandAccepted.of(
+            cmd,
+            duplicate=not new,
+            detail=f"recorded {len(new)}" + (f", {skipped} already recorded" if skipped else ""),
         )
 
     # ------------------------------------------------------------------ broker facts
@@ -773,6 +923,29 @@ def _state_fields(state: OrderState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in state.__dataclass_fields__}
 
 
+def _modified_reservation(
+    order: repo.Order,
+    terms: OrderTerms,
+    state: OrderState,
+    portfolio: repo.Portfolio,
+    instrument: repo.Instrument | None,
+) -> Decimal:
+    """The reservation of a buy after a modification: its open quantity at its new prices."""
+    price = terms.limit_price or terms.stop_price or order.reference_price
+    if terms.side is not OrderSide.BUY or state.open_quantity <= 0 or price is None:
+        return order.reserved_cash if state.open_quantity > 0 else Decimal(0)
+    return reservation(
+        terms.side,
+        terms.order_type,
+        state.open_quantity,
+        limit_price=terms.limit_price,
+        stop_price=terms.stop_price,
+        reference_price=price,
+        buffer_fraction=portfolio.reservation_buffer,
+        multiplier=instrument.multiplier if instrument else Decimal(1),
+    )
+
+
 def _reservation_after(order: repo.Order, state: OrderState) -> Decimal:
     """The reservation for ``state``: the current one scaled to the open quantity."""
     before = order.state.open_quantity
@@ -785,7 +958,7 @@ def _reservation_after(order: repo.Order, state: OrderState) -> Decimal:
 
 
 def _validate(
-    cmd: SubmitOrder, portfolio: repo.Portfolio, instrument: repo.Instrument | None
+    cmd: OrderTerms, portfolio: repo.Portfolio, instrument: repo.Instrument | None
 ) -> RemoteError | None:
     """Field checks against the portfolio and the instrument (``None``: all good)."""
     if instrument is None or not instrument.enabled:

@@ -8,7 +8,6 @@ lifecycle facts are rebuilt as a :class:`~ibflow_order_manager.domain.OrderState
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -533,7 +532,7 @@ async def stale_orders(conn: AnyConnection, now: datetime) -> list[Order]:
           FROM orders o JOIN portfolios p ON p.id = o.portfolio_id
          WHERE o.status IN ('SUBMITTED', 'PARTIALLY_FILLED')
            AND o.purpose <> 'external'
-           AND o.submitted_at < $1 - make_interval(mins => p.stale_order_minutes)
+           AND o.submitted_at < $1::timestamptz - make_interval(mins => p.stale_order_minutes)
          ORDER BY o.submitted_at
         """,  # noqa: S608
         now,
@@ -828,7 +827,7 @@ async def insert_recommendations(
         portfolio_id,
         session_date,
         source,
-        json.dumps([item.model_dump(mode="json") for item in items]),
+        [item.model_dump(mode="json") for item in items],
     )
     return [row["symbol"] for row in rows]
 

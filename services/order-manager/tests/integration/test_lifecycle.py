@@ -4,6 +4,7 @@ service and gateway-sim over TCP, both services in-process."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,16 +16,20 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 
-from ibflow.bus import request, subjects
+from ibflow.bus import publish, request, subjects
 from ibflow.bus.errors import RemoteError
 from ibflow.contracts import (
     CancelOrder,
     CommandAccepted,
     HaltTrading,
+    ModifyOrder,
     OrderPurpose,
     OrderSide,
     OrderType,
+    Recommendation,
+    SessionEventEmitted,
     SubmitOrder,
+    SubmitRecommendations,
 )
 from ibflow.db import apply_migrations
 from ibflow.runtime import EXIT_OK, Runtime
@@ -92,7 +97,9 @@ class Stack:
 
 @pytest.fixture
 async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterator[Stack]:
-    config = SimConfig.model_validate({"matching": {"fill_lot_size": 100}})
+    config = SimConfig.model_validate(
+        {"matching": {"fill_lot_size": 100}, "market": {"auto_advance": False}}
+    )
     sim = GatewaySimulator(config.with_seed(11))
     await sim.start("127.0.0.1", 0)
     sim.faults.freeze(True)
@@ -143,6 +150,8 @@ async def test_partial_fills_and_late_commissions_book_cash_exactly_like_the_bro
     stack.sim.faults.delay(commissions=0.3)
     accepted = await stack.submit("life-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
     assert accepted.client_order_ids == ("life-1",)
+    await wait_for(lambda: _status_is(stack, "life-1", "PARTIALLY_FILLED"))
+    stack.sim.advance_market(3)
 
     async def settled() -> bool:
         order = await stack.order("life-1")
@@ -235,3 +244,87 @@ async def test_halted_portfolio_refuses_entries_but_takes_exits(stack: Stack) ->
         limit_price=Decimal("99"),
     )
     assert exit_order.duplicate is False
+
+
+async def test_stale_sweep_cancels_a_partly_filled_order_releasing_only_the_remainder(
+    stack: Stack,
+) -> None:
+    await stack.submit("stale-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
+    await wait_for(lambda: _status_is(stack, "stale-1", "PARTIALLY_FILLED"))
+    await wait_for(lambda: _commissions_known(stack, "stale-1", 1))
+    _, reserved = await stack.cash()
+    assert reserved == Decimal(150) * Decimal("100.5")
+    await stack.db.execute(
+        "UPDATE orders SET submitted_at = now() - interval '11 minutes'"
+        " WHERE client_order_id = 'stale-1'"
+    )
+    now = dt.datetime.now(dt.UTC)
+    sweep = SessionEventEmitted(
+        name="stale_order_sweep",
+        occurrence_id=f"stale_order_sweep:{now.date().isoformat()}:1",
+        session_date=now.date(),
+        scheduled_for=now,
+        emitted_at=now,
+        session_open=now - dt.timedelta(hours=1),
+        session_close=now + dt.timedelta(hours=5),
+    )
+    await publish(stack.nc.jetstream(), subjects.session_event("stale_order_sweep"), sweep)
+
+    await wait_for(lambda: _status_is(stack, "stale-1", "CANCELLED"))
+    order = await stack.order("stale-1")
+    assert order["filled_quantity"] == Decimal(100)
+    assert order["reserved_cash"] == 0
+    assert order["cancel_requested_at"] is not None
+    cash, reserved = await stack.cash()
+    assert reserved == 0
+    assert cash == stack.broker_cash()
+
+
+async def _commissions_known(stack: Stack, coid: str, count: int) -> bool:
+    known = await stack.db.fetchval(
+        "SELECT count(*) FROM executions WHERE client_order_id = $1 AND commission IS NOT NULL",
+        coid,
+    )
+    return bool(known == count)
+
+
+async def test_modify_of_a_partly_filled_order_changes_the_remainder(stack: Stack) -> None:
+    await stack.submit("mod-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
+    await wait_for(lambda: _status_is(stack, "mod-1", "PARTIALLY_FILLED"))
+    modify = ModifyOrder(
+        portfolio_id="om", client_order_id="mod-1", quantity=Decimal(180), requested_by="user:t"
+    )
+    await request(stack.nc, subjects.MODIFY_ORDER, modify, CommandAccepted, timeout=10)
+    order = await stack.order("mod-1")
+    assert order["quantity"] == Decimal(180)
+    engine = stack.sim.engine
+    at_broker = [*engine.open_orders(), *engine.completed_orders()]
+    assert [o.quantity for o in at_broker if o.request.order_ref == "mod-1"] == [Decimal(180)]
+
+    too_small = ModifyOrder(
+        portfolio_id="om", client_order_id="mod-1", quantity=Decimal(50), requested_by="user:t"
+    )
+    with pytest.raises(RemoteError) as refused:
+        await request(stack.nc, subjects.MODIFY_ORDER, too_small, CommandAccepted, timeout=10)
+    assert refused.value.code == "refused"
+    assert "filled" in refused.value.message.lower()
+
+    await wait_for(lambda: _status_is(stack, "mod-1", "FILLED"))
+    order = await stack.order("mod-1")
+    assert order["filled_quantity"] == Decimal(180)
+    assert order["reserved_cash"] == 0
+
+
+async def test_recommendations_are_recorded_once_per_symbol(stack: Stack) -> None:
+    today = dt.date(2026, 11, 23)
+    cmd = SubmitRecommendations(
+        portfolio_id="om",
+        session_date=today,
+        items=(Recommendation(symbol="AAPL", allocation=Decimal("0.1")),),
+        requested_by="user:test",
+    )
+    first = await request(stack.nc, subjects.SUBMIT_RECOMMENDATIONS, cmd, CommandAccepted)
+    again = await request(stack.nc, subjects.SUBMIT_RECOMMENDATIONS, cmd, CommandAccepted)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    rows = await stack.db.fetch("SELECT symbol, status FROM recommendations")
+    assert [tuple(r) for r in rows] == [("AAPL", "pending")]

@@ -271,13 +271,41 @@ ON CONFLICT (id) DO NOTHING
 """The demo portfolio ``make run`` trades: paper, on the simulator's port, client id 1."""
 
 
+DEMO_INSTRUMENTS: Final = (
+    ("AAPL", 265598, "NASDAQ"),
+    ("MSFT", 272093, "NASDAQ"),
+    ("SPY", 756733, "ARCA"),
+    ("QQQ", 320227571, "NASDAQ"),
+    ("NVDA", 4815747, "NASDAQ"),
+    ("AMZN", 3691937, "NASDAQ"),
+    ("TSLA", 76792991, "NASDAQ"),
+    ("META", 107113386, "NASDAQ"),
+    ("GOOGL", 208813719, "NASDAQ"),
+    ("AMD", 4391, "NASDAQ"),
+    ("JPM", 1520593, "NYSE"),
+    ("IWM", 9579970, "ARCA"),
+)
+"""The simulator's default symbols (symbol, IB con id, primary exchange), all USD stocks."""
+
+DEMO_INSTRUMENTS_SQL: Final = """
+INSERT INTO instruments (symbol, con_id, currency, primary_exchange)
+SELECT symbol, con_id, 'USD', exchange FROM unnest($1::text[], $2::bigint[], $3::text[])
+    AS t(symbol, con_id, exchange)
+ON CONFLICT (symbol) DO NOTHING
+"""
+
+
 async def seed_demo_portfolio(database_url: str) -> bool:
-    """Create the demo portfolio unless it exists; False when there is no portfolios table."""
+    """Create the demo portfolio and the simulator's instruments unless they exist;
+    False when there is no portfolios table."""
     conn = await asyncpg.connect(database_url)
     try:
         if await conn.fetchval("SELECT to_regclass('portfolios')") is None:
             return False
         await conn.execute(DEMO_PORTFOLIO_SQL)
+        if await conn.fetchval("SELECT to_regclass('instruments')") is not None:
+            symbols, con_ids, exchanges = zip(*DEMO_INSTRUMENTS, strict=True)
+            await conn.execute(DEMO_INSTRUMENTS_SQL, list(symbols), list(con_ids), list(exchanges))
         return True
     finally:
         await conn.close()
