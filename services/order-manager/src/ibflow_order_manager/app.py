@@ -50,6 +50,7 @@ from ibflow.db.outbox import OutboxRelay
 from ibflow.runtime import Runtime, Service, Worker, run
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
+from ibflow_order_manager.metrics import CONSUMER_PENDING, UNKNOWN_ORDERS
 from ibflow_order_manager.settings import OrderManagerSettings
 
 log = logging.getLogger("ibflow.order_manager")
@@ -120,9 +121,24 @@ class Recovery:
                     log.warning("recovery resolved %d pending/unknown orders", resolved)
             except Exception:
                 log.exception("recovery pass failed")
+            await self._sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._rt.settings.recovery_interval)
             self._wake.clear()
+
+    async def _sample(self) -> None:
+        """Refresh the UNKNOWN-orders and consumer-lag gauges."""
+        try:
+            unknown = await self._rt.pool.fetchval(
+                "SELECT count(*) FROM orders WHERE status = 'UNKNOWN'"
+            )
+            UNKNOWN_ORDERS.set(unknown)
+            js = self._rt.nats.jetstream()
+            for spec in consumer_specs().values():
+                info = await js.consumer_info(spec.stream, spec.durable)
+                CONSUMER_PENDING.labels(spec.durable).set(info.num_pending or 0)
+        except Exception as exc:  # metrics must never stop recovery
+            log.debug("metrics sample failed: %r", exc)
 
     async def stop(self) -> None:
         """Stop after the current pass."""

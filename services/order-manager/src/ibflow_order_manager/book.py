@@ -80,6 +80,13 @@ from ibflow_order_manager.domain import (
     reservation,
     tick_size,
 )
+from ibflow_order_manager.metrics import (
+    CASH,
+    FILL_TO_COMMIT,
+    ORDER_TRANSITIONS,
+    REJECTIONS,
+    RESERVED_CASH,
+)
 
 log = logging.getLogger("ibflow.order_manager.book")
 
@@ -228,6 +235,7 @@ class OrderBook:
                 assert instrument is not None
                 refusal, reserved = await self._risk(conn, cmd, portfolio, instrument, price)
             if refusal is not None:
+                REJECTIONS.labels(portfolio.id, _rule_of(refusal)).inc()
                 await repo.audit(
                     conn,
                     actor=cmd.requested_by,
@@ -625,6 +633,7 @@ class OrderBook:
                 ib_order_id=event.order_id,
                 perm_id=event.perm_id,
             )
+        FILL_TO_COMMIT.observe(max((utc_now() - event.ts_init).total_seconds(), 0.0))
         self._notify()
 
     async def on_commission(self, event: CommissionReported) -> None:
@@ -831,6 +840,10 @@ class OrderBook:
         portfolio = await repo.move_money(
             conn, order.portfolio_id, cash=cash, reserved=reserved - order.reserved_cash
         )
+        if transition.entered is not None:
+            ORDER_TRANSITIONS.labels(order.portfolio_id, transition.entered.value).inc()
+        CASH.labels(portfolio.id).set(float(portfolio.cash))
+        RESERVED_CASH.labels(portfolio.id).set(float(portfolio.reserved_cash))
         messages: list[tuple[str, Envelope]] = []
         if transition.entered is OrderStatus.REJECTED:
             messages.append(
@@ -917,6 +930,12 @@ _TERMS = (
     "exchange",
     "currency",
 )
+
+
+def _rule_of(refusal: RemoteError) -> str:
+    """The rule a refusal names: the text before its first colon (``cash``, ``symbol``)."""
+    head = refusal.message.split(":", 1)[0].strip()
+    return head if head.replace("_", "").isalnum() else "other"
 
 
 def _state_fields(state: OrderState) -> dict[str, Any]:
