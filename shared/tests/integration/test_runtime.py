@@ -18,6 +18,7 @@ from typing import IO
 
 import pytest
 
+from ibflow.db import apply_migrations
 from ibflow.testing.embedded import free_port
 from ibflow.testing.http import http_get
 
@@ -97,6 +98,7 @@ async def stop(proc: asyncio.subprocess.Process) -> tuple[int, float]:
 async def test_service_probes_and_graceful_stop(
     nats_url: str, database_url: str, log_file: IO[bytes]
 ) -> None:
+    await apply_migrations(database_url, "ibflow.db", MODULE)
     port = free_port()
     env = service_env(
         IBFLOW_NATS_URL=nats_url,
