@@ -45,6 +45,7 @@ run: sync ## start the whole system on the embedded default (Ctrl-C stops it)
 bench: sync ## benchmarks (see bench/README.md)
 	$(UV_RUN) python bench/publish_consume_commit.py
 	$(UV_RUN) python bench/gateway_sim.py
+	$(UV_RUN) python bench/gateway_bridge.py
 
 schemas: sync ## regenerate shared/schemas/v1 and docs/events.md after a contract change
 	$(UV_RUN) python -m ibflow.contracts.schemas --write

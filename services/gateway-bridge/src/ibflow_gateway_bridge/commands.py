@@ -10,8 +10,11 @@ sure a second replica would not execute a command twice).
   while the connection does not accept orders (``portfolio demo is
   ib_connectivity_lost``).
 * Place is idempotent on the client order id (IB's ``orderRef``): under a per-id lock,
-  the session's own trades are checked, then the broker (``reqAllOpenOrders`` and
-  ``reqCompletedOrders``, bounded by ``query_timeout``). A query that fails or times
+  the session's own trades are checked, then the orders of the connection's last
+  complete broker snapshot (taken after every (re)connect by the reconciler; no query
+  per command), and only while no such snapshot exists yet the broker itself
+  (``reqAllOpenOrders`` and ``reqCompletedOrders``, bounded by ``query_timeout``).
+  A query that fails or times
   out refuses the command (``not_ready``/``timeout``): "absent" is never assumed. An
   order found is answered ``CommandAccepted(duplicate=True)`` and nothing is placed.
   Concurrent place commands share one broker query (one that started after they were
@@ -222,7 +225,7 @@ class BrokerCommands:
         async with self._order_lock(coid):
             existing = self._first(self._client.trades_by_ref(coid))
             if existing is None:
-                existing = (await self._broker_orders(received)).get(coid)
+                existing = await self._at_broker(coid, received)
             if existing is not None:
                 return CommandAccepted.of(
                     cmd,
@@ -365,7 +368,7 @@ class BrokerCommands:
         coid = cmd.client_order_id
         trade = self._first(self._client.trades_by_ref(coid))
         if trade is None:
-            trade = (await self._broker_orders(received)).get(coid)
+            trade = await self._at_broker(coid, received)
         if trade is None:
             return BrokerOrderSearched(client_order_id=coid, found=False)
         status = order_status_changed(self.portfolio_id, trade)
@@ -470,6 +473,16 @@ class BrokerCommands:
             raise RemoteError(
                 NOT_READY, f"{what} query failed ({exc}); the order's presence is unknown"
             ) from None
+
+    async def _at_broker(self, coid: str, received: float) -> Trade | None:
+        """The broker's order with orderRef ``coid``, if any: from the connection's last
+        complete orders snapshot when it is trustworthy (no query), else by querying
+        every open and completed order of the account."""
+        if self._reconciler is not None:
+            trusted, trade = self._reconciler.known_order(coid)
+            if trusted:
+                return trade
+        return (await self._broker_orders(received)).get(coid)
 
     async def _broker_orders(self, received: float) -> dict[str, Trade]:
         """Open and completed orders at the broker by orderRef, from a query that

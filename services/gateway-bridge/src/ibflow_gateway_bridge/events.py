@@ -14,8 +14,10 @@ its contract (:mod:`~ibflow_gateway_bridge.ib.mapping`):
   time, the publisher sends the account's full set at most every ``account_interval``.
 
 ib_async's callbacks are synchronous, so events go through one ordered queue served by
-one task (:meth:`BrokerEventPublisher.run`): it awaits each PubAck and retries a failed
-publish with capped backoff, never dropping or reordering. The ``Nats-Msg-Id`` is the
+one task (:meth:`BrokerEventPublisher.run`): it sends what is queued (up to 64 at a time)
+in order on the one connection, awaits their PubAcks together, and retries a failed
+publish with capped backoff, never dropping one (a retried event may land after later
+ones; consumers apply facts, not deltas, so that is harmless). The ``Nats-Msg-Id`` is the
 contract's ``dedupe_key()`` (``exec:<execId>``, ``comm:<execId>``,
 ``ost:<permId>:<status>:<filled>:<remaining>[:<prices>]``): a fact replayed after a reconnect (or
 by :mod:`~ibflow_gateway_bridge.reconciliation`) is stored once inside the stream's
@@ -71,6 +73,8 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", bound=Envelope)
 _RETRY_BASE: Final = 0.1
 _RETRY_CAP: Final = 5.0
+_PIPELINE: Final = 64
+"""Queued events published with their PubAcks awaited together (one batch at a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,11 +248,34 @@ class BrokerEventPublisher:
 
     async def _publish_loop(self) -> None:
         while True:
-            item = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < _PIPELINE and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._publish(item)
+                await self._publish_batch(batch)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _publish_batch(self, batch: list[_Item]) -> None:
+        """Publish ``batch`` with every PubAck awaited together: the messages leave in
+        queue order on the one connection, so JetStream stores them in that order; one
+        that failed is retried alone afterwards (its ``Nats-Msg-Id`` makes that safe)."""
+        results = await asyncio.gather(
+            *(
+                publish(self._js, item.subject, item.msg, timeout=self._publish_timeout)
+                for item in batch
+            ),
+            return_exceptions=True,
+        )
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, BusError | nats.errors.Error):
+                await self._publish(item)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            self._counters[item.kind].inc()
+            await self._store_state(item.msg)
 
     async def _publish(self, item: _Item) -> None:
         delay = _RETRY_BASE

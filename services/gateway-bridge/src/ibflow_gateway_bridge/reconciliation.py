@@ -33,7 +33,7 @@ from ibflow.contracts.enums import BrokerQuery, ConnectionState
 from ibflow.contracts.gateway import BrokerSnapshotCompleted
 from ibflow_gateway_bridge.domain.connection import Transition
 from ibflow_gateway_bridge.events import BrokerEventPublisher
-from ibflow_gateway_bridge.ib.adapter import Fill
+from ibflow_gateway_bridge.ib.adapter import Fill, Trade
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
 __all__ = ["ALL_QUERIES", "Reconciler"]
@@ -74,7 +74,23 @@ class Reconciler:
         self._tasks: set[asyncio.Task[BrokerSnapshotCompleted]] = set()
         self.last_snapshot: BrokerSnapshotCompleted | None = None
         """The latest snapshot summary taken."""
+        self._order_refs: dict[str, Trade] = {}
+        self._refs_epoch: int | None = None
         connection.on_transition(self._on_transition)
+
+    def known_order(self, order_ref: str) -> tuple[bool, Trade | None]:
+        """What the last complete orders snapshot of *this* connection says about
+        ``order_ref``: ``(True, trade)`` or ``(True, None)`` when that snapshot is
+        trustworthy (taken since the latest (re)connect and both order queries
+        succeeded), ``(False, None)`` when the caller must ask the broker.
+
+        Orders placed by this session after the snapshot are in the session's own
+        trades (``IbClient.trades_by_ref``), so the two together answer "does IB have
+        this orderRef?" without querying every order of the account per command.
+        """
+        if self._refs_epoch != self._ready_count or not self._connection.accepts_orders:
+            return False, None
+        return True, self._order_refs.get(order_ref)
 
     @property
     def portfolio_id(self) -> str:
@@ -195,12 +211,17 @@ class Reconciler:
 
     async def _orders(self, snapshot_id: uuid.UUID) -> int:
         client, timeout = self._connection.client, self._query_timeout
+        epoch = self._ready_count
         open_trades = await self._query(BrokerQuery.ORDERS, lambda: client.open_orders(timeout))
         done_trades = await self._query(
             BrokerQuery.ORDERS, lambda: client.completed_orders(timeout)
         )
+        refs: dict[str, Trade] = {}
         for trade in [*open_trades, *done_trades]:
             self._events.order_status(trade, snapshot_id=snapshot_id)
+            if trade.order.orderRef:
+                refs.setdefault(trade.order.orderRef, trade)
+        self._order_refs, self._refs_epoch = refs, epoch
         return len(open_trades)
 
     async def _executions(self, snapshot_id: uuid.UUID) -> int:

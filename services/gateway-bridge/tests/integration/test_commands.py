@@ -331,9 +331,8 @@ async def test_a_failed_broker_query_refuses_the_place_command(
     p = "cmd7"
     timings = dataclasses.replace(FAST_TIMINGS, heartbeat_interval=30.0, heartbeat_timeout=30.0)
     bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=27), timings=timings)
-    commands = BrokerCommands(
-        p, nc, bridge.connection, Pacer(p), reconciler=bridge.reconciler, query_timeout=0.3
-    )
+    # without a reconciler there is no trusted orders snapshot: place must ask the broker
+    commands = BrokerCommands(p, nc, bridge.connection, Pacer(p), query_timeout=0.3)
     await commands.start()
     try:
         await bridge.wait_ready()
@@ -422,6 +421,7 @@ async def test_bracket_places_parent_and_children_with_oca(
     bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=31))
     _, pacer = await start_recorded_commands(bridge)
     await bridge.wait_ready()
+    await wait_until(lambda: bridge.reconciler.known_order("brk-1")[0])
     cmd = _bracket(p, "brk-1", quantity=Decimal(20), tif="GTC", outside_rth=True)
 
     accepted = await _send(nc, cmd)
@@ -430,8 +430,9 @@ async def test_bracket_places_parent_and_children_with_oca(
     assert accepted.client_order_ids == ("brk-1", "brk-1:tp", "brk-1:sl")
     assert accepted.detail is not None
     assert "brk-1:tp order_id=" in accepted.detail
-    # the duplicate check's two broker queries, then ONE wait for 3 orders + qualification
-    assert pacer.acquired == [1, 1, 4]
+    # the duplicate check uses the connection's orders snapshot (no broker query), then
+    # ONE pacer wait for 3 orders + the contract's qualification
+    assert pacer.acquired == [4]
     await wait_until(lambda: len(_sim_orders(gateway_sim, "brk-1:sl")) == 1)
     parent, take_profit, stop_loss = (_one(gateway_sim, c) for c in accepted.client_order_ids)
     assert (parent.status, parent.action, parent.order_type) == ("Submitted", "BUY", "LMT")
@@ -468,7 +469,7 @@ async def test_bracket_places_parent_and_children_with_oca(
     # a take-profit-only bracket on the now known contract: 2 messages, no qualification
     pacer.acquired.clear()
     await _send(nc, _bracket(p, "brk-2", stop_loss_price=None))
-    assert pacer.acquired == [1, 1, 2]
+    assert pacer.acquired == [2]
     await wait_until(lambda: len(_sim_orders(gateway_sim, "brk-2:tp")) == 1)
     assert _one(gateway_sim, "brk-2:tp").request.transmit is True  # the last child transmits
     assert _sim_orders(gateway_sim, "brk-2:sl") == []

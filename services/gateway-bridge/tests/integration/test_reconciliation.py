@@ -141,6 +141,7 @@ async def test_failed_query_is_unknown_not_empty(
 
     stored = await wait_stored(bridge_js, subjects.broker_snapshot(p), lambda f: len(f) == 1)
     gateway_sim.faults.silence(False, client_id=41)
+    assert bridge.reconciler.known_order("anything") == (False, None), "orders are unknown"
 
     [summary] = _snapshots(stored)
     assert not summary.complete
@@ -154,7 +155,31 @@ async def test_failed_query_is_unknown_not_empty(
     assert summary.execution_count is None
 
     again = await bridge.reconciler.reconcile_now()
+    assert bridge.reconciler.known_order("anything") == (True, None)
     assert again.complete
     assert again.reason == "requested"
     assert again.position_count == 0
     assert again.execution_count == 0
+
+
+async def test_orders_snapshot_is_trusted_only_on_the_connection_it_was_taken_on(
+    gateway_sim: GatewaySimulator,
+    bridge_js: JetStreamContext,
+    start_portfolio: Callable[..., Bridge],
+) -> None:
+    p = "rec4"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=42))
+    await wait_stored(bridge_js, subjects.broker_snapshot(p), lambda f: len(f) == 1)
+    assert bridge.reconciler.known_order("x") == (True, None)
+
+    seen: list[tuple[bool, object]] = []
+
+    def on_ready(transition: Transition) -> None:
+        if transition.current is ConnectionState.READY:
+            seen.append(bridge.reconciler.known_order("x"))
+
+    bridge.connection.on_transition(on_ready)
+    assert gateway_sim.faults.drop_connections() == 1
+    await wait_stored(bridge_js, subjects.broker_snapshot(p), lambda f: len(f) == 2)
+    assert seen == [(False, None)], "a new connection does not trust the old snapshot"
+    assert bridge.reconciler.known_order("x") == (True, None)
