@@ -64,7 +64,12 @@ from ibflow.contracts.positions import (
 )
 from ibflow.contracts.recommendations import EntrySessionCompleted, SubmitRecommendations
 from ibflow.contracts.replies import CommandAccepted, ErrorReply
-from ibflow.contracts.session import SessionEventEmitted, TriggerSessionEvent
+from ibflow.contracts.session import (
+    RequestSessionSchedule,
+    SessionEventEmitted,
+    SessionScheduleReported,
+    TriggerSessionEvent,
+)
 from ibflow.contracts.system import MessageDeadLettered
 
 
@@ -176,6 +181,7 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _command(SetPositionLevels, s.SET_POSITION_LEVELS, (_API,), _PM),
     _command(RequestReconciliation, s.REQUEST_RECONCILIATION, (_API,), _PM),
     _command(TriggerSessionEvent, s.TRIGGER_SESSION_EVENT, (_API,), _SCHED),
+    _command(RequestSessionSchedule, s.REQUEST_SESSION_SCHEDULE, (_API,), _SCHED),
     _command(SubmitRecommendations, s.SUBMIT_RECOMMENDATIONS, (_API,), _OM),
     # commands to the gateway-bridge
     _command(SubscribeMarketData, s.SUBSCRIBE_MARKET_DATA, (_PM, _API), _BRIDGE),
@@ -189,6 +195,7 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _reply(CommandAccepted),
     _reply(ErrorReply),
     _reply(BrokerOrderSearched),
+    MessageSpec(SessionScheduleReported, MessageKind.REPLY, None, None, (_SCHED,), (_API,)),
     # broker facts, from the gateway-bridge
     _event(GatewayConnectionChanged, s.gateway_connection(PORTFOLIO), _BRIDGE, (_OM, _PM, _API)),
     _event(BrokerErrorReported, s.broker_error(PORTFOLIO), _BRIDGE, (_OM, _API)),
