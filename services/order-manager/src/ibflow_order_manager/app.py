@@ -50,8 +50,11 @@ from ibflow.db.outbox import OutboxRelay
 from ibflow.runtime import Runtime, Service, Worker, run
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
+from ibflow_order_manager.entry import MorningEntry
 from ibflow_order_manager.metrics import CONSUMER_PENDING, UNKNOWN_ORDERS
+from ibflow_order_manager.quotes import Quotes
 from ibflow_order_manager.settings import OrderManagerSettings
+from ibflow_order_manager.strategy import load_strategies
 
 log = logging.getLogger("ibflow.order_manager")
 
@@ -157,7 +160,12 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
     relay = OutboxRelay(rt.pool, js)
     rt.add_worker(relay, name="outbox")
     broker = BrokerClient(rt.nats, timeout=rt.settings.broker_timeout)
-    book = OrderBook(rt.pool, broker, relay.notify)
+    quotes = Quotes(rt.nats)
+    rt.on_shutdown(quotes.close)
+    book = OrderBook(rt.pool, broker, relay.notify, prices=quotes)
+    entry = MorningEntry(
+        rt.pool, quotes, book.submit, relay.notify, load_strategies(rt.settings.strategies)
+    )
     recovery = Recovery(book, rt)
 
     async def on_status(msg: OrderStatusChanged, _: Delivery) -> None:
@@ -173,7 +181,9 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
         recovery.wake()
 
     async def on_session(event: SessionEventEmitted, _: Delivery) -> None:
-        if event.name == STALE_ORDER_SWEEP:
+        if event.name == MORNING_ENTRY:
+            await entry.run(event)
+        elif event.name == STALE_ORDER_SWEEP:
             cancelled = await book.sweep_stale(event)
             log.info("stale sweep %s: %d cancel(s) requested", event.occurrence_id, len(cancelled))
         elif event.name == RECONCILE:

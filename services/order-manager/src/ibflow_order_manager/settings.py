@@ -21,3 +21,6 @@ class OrderManagerSettings(CommonSettings):
     """Seconds between passes resolving ``PENDING``/``UNKNOWN`` orders with the broker."""
     command_concurrency: int = Field(default=8, ge=1, le=64)
     """Commands of a kind handled at once by this replica."""
+    strategies: list[str] = Field(default_factory=list)
+    """Strategies asked for recommendations at the morning entry, as ``module:attr`` import
+    paths (``IBFLOW_STRATEGIES='["my_pkg.strategies:Momentum"]'``; see ``strategy.py``)."""

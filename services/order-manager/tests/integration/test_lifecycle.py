@@ -117,7 +117,7 @@ async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterat
     )
     await db.execute(
         "INSERT INTO instruments (symbol, currency, primary_exchange)"
-        " VALUES ('AAPL', 'USD', 'NASDAQ')"
+        " VALUES ('AAPL', 'USD', 'NASDAQ'), ('MSFT', 'USD', 'NASDAQ')"
     )
     common = {"nats_url": nats_url, "database_url": database_url, "http_port": 0}
     bridge = Runtime(BRIDGE, GatewayBridgeSettings.load(gateway_type="simulator", **common))
@@ -214,7 +214,6 @@ async def _status_is(stack: Stack, coid: str, status: str) -> bool:
         ({"limit_price": Decimal("100.001")}, "invalid_request", "limit_price: 100.001"),
         ({"quantity": Decimal(1000)}, "refused", "max_order_value"),
         ({"quantity": Decimal("1.5")}, "refused", "fractional"),
-        ({"order_type": OrderType.MKT, "limit_price": None}, "invalid_request", "reference_price"),
     ],
 )
 async def test_each_refusal_names_its_field_or_rule(
@@ -328,3 +327,92 @@ async def test_recommendations_are_recorded_once_per_symbol(stack: Stack) -> Non
     assert (first.duplicate, again.duplicate) == (False, True)
     rows = await stack.db.fetch("SELECT symbol, status FROM recommendations")
     assert [tuple(r) for r in rows] == [("AAPL", "pending")]
+
+
+def _session_event(name: str, sequence: int = 0) -> SessionEventEmitted:
+    now = dt.datetime.now(dt.UTC)
+    return SessionEventEmitted(
+        name=name,
+        occurrence_id=f"{name}:{now.date().isoformat()}:{sequence}",
+        session_date=now.date(),
+        scheduled_for=now,
+        emitted_at=now,
+        manual=sequence > 0,
+        session_open=now - dt.timedelta(hours=1),
+        session_close=now + dt.timedelta(hours=5),
+    )
+
+
+async def test_duplicated_morning_entry_submits_one_order_per_recommendation(
+    stack: Stack,
+) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    recommend = SubmitRecommendations(
+        portfolio_id="om",
+        session_date=today,
+        items=(
+            Recommendation(
+                symbol="AAPL",
+                allocation=Decimal("0.01"),
+                stop_loss=Decimal(95),
+                take_profit=Decimal(110),
+            ),
+            Recommendation(
+                symbol="MSFT",
+                quantity=Decimal(5),
+                entry_type=OrderType.LMT,
+                limit_price=Decimal("50"),
+            ),
+            Recommendation(symbol="ZZZZ", quantity=Decimal(1)),
+        ),
+        requested_by="user:test",
+    )
+    await request(stack.nc, subjects.SUBMIT_RECOMMENDATIONS, recommend, CommandAccepted)
+    js = stack.nc.jetstream()
+    event = _session_event("morning_entry")
+    subject = subjects.session_event("morning_entry")
+    await publish(js, subject, event)
+    await publish(js, subject, event, msg_id="a-redelivered-copy")
+    await publish(js, subject, _session_event("morning_entry", sequence=1))
+
+    async def decided() -> bool:
+        pending = await stack.db.fetchval(
+            "SELECT count(*) FROM recommendations WHERE status = 'pending'"
+        )
+        return bool(pending == 0)
+
+    await wait_for(decided, within=20)
+    await asyncio.sleep(1.0)  # let the duplicates be handled too
+    orders = await stack.db.fetch(
+        "SELECT client_order_id, symbol, quantity, purpose, stop_loss FROM orders ORDER BY symbol"
+    )
+    assert [(o["symbol"], o["purpose"]) for o in orders] == [("AAPL", "entry"), ("MSFT", "entry")]
+    aapl = orders[0]
+    assert aapl["quantity"] == 100  # 1 % of the 1,000,000 cash at the last price, 100
+    assert aapl["stop_loss"] == Decimal(95)
+    statuses = {
+        r["symbol"]: (r["status"], r["skip_reason"])
+        for r in await stack.db.fetch("SELECT symbol, status, skip_reason FROM recommendations")
+    }
+    assert statuses["AAPL"][0] == statuses["MSFT"][0] == "submitted"
+    assert statuses["ZZZZ"][0] == "skipped"
+    assert "ZZZZ" in (statuses["ZZZZ"][1] or "")
+    sim_refs = [
+        o.request.order_ref
+        for o in [*stack.sim.engine.open_orders(), *stack.sim.engine.completed_orders()]
+    ]
+    assert sorted(sim_refs) == sorted(o["client_order_id"] for o in orders)
+
+
+async def test_market_order_is_valued_at_the_market_price_or_refused_without_one(
+    stack: Stack,
+) -> None:
+    accepted = await stack.submit("mkt-1", order_type=OrderType.MKT, limit_price=None)
+    assert accepted.duplicate is False
+    assert (await stack.order("mkt-1"))["reference_price"] == Decimal(100)
+
+    stack.sim.faults.set_farm("market", up=False)
+    with pytest.raises(RemoteError) as refused:
+        await stack.submit("mkt-2", symbol="MSFT", order_type=OrderType.MKT, limit_price=None)
+    assert refused.value.code == "invalid_request"
+    assert "reference_price" in refused.value.message

@@ -156,4 +156,8 @@ async def serve(
         except nats.errors.Error as exc:
             logger.warning("cannot reply on %s: %r", subject, exc)
 
-    return await nc.subscribe(subject, queue=queue or "", cb=on_request)
+    sub = await nc.subscribe(subject, queue=queue or "", cb=on_request)
+    # the server knows the subscription once flush returns: a service that reports ready
+    # after serve() is not answered "no responders" by a request sent right after
+    await nc.flush()
+    return sub
