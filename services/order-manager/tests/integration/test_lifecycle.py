@@ -214,6 +214,7 @@ async def _status_is(stack: Stack, coid: str, status: str) -> bool:
         ({"limit_price": Decimal("100.001")}, "invalid_request", "limit_price: 100.001"),
         ({"quantity": Decimal(1000)}, "refused", "max_order_value"),
         ({"quantity": Decimal("1.5")}, "refused", "fractional"),
+        ({"currency": "EUR"}, "invalid_request", "currency"),
     ],
 )
 async def test_each_refusal_names_its_field_or_rule(
@@ -225,6 +226,53 @@ async def test_each_refusal_names_its_field_or_rule(
     assert words in refused.value.message
     assert await stack.db.fetchval("SELECT count(*) FROM orders") == 0
     assert await stack.db.fetchval("SELECT count(*) FROM audit_log WHERE result = 'refused'") == 1
+
+
+@pytest.mark.parametrize(
+    ("portfolio_sql", "fields", "rule", "numbers"),
+    [
+        ("cash = 500", {}, "cash", "500"),
+        ("max_position_value = 500", {}, "max_position_value", "500"),
+        ("max_daily_loss = 100", {}, None, None),
+    ],
+)
+async def test_risk_limits_refuse_with_the_rule_and_its_numbers(
+    stack: Stack,
+    portfolio_sql: str,
+    fields: dict[str, Any],
+    rule: str | None,
+    numbers: str | None,
+) -> None:
+    await stack.db.execute(f"UPDATE portfolios SET {portfolio_sql} WHERE id = 'om'")
+    if rule is None:
+        # a realized loss beyond the limit today: new entries are refused
+        await stack.submit("loss-1", quantity=Decimal(10), limit_price=Decimal("100.5"))
+        await wait_for(lambda: _status_is(stack, "loss-1", "FILLED"))
+        await stack.db.execute(
+            "UPDATE executions SET ib_realized_pnl = -150, commission = coalesce(commission, 1),"
+            " commission_currency = 'USD', commission_at = coalesce(commission_at, now())"
+        )
+        rule, numbers = "daily_loss", "100"
+    with pytest.raises(RemoteError) as refused:
+        await stack.submit("risk-1", purpose=OrderPurpose.ENTRY, position_id="pos-r", **fields)
+    assert refused.value.code == "refused"
+    assert refused.value.message.startswith(rule)
+    assert numbers in refused.value.message
+
+
+async def test_open_orders_limit_and_second_day_trade_position_are_refused(stack: Stack) -> None:
+    await stack.submit(
+        "day-1", purpose=OrderPurpose.ENTRY, position_id="pos-d1", limit_price=Decimal("90")
+    )
+    with pytest.raises(RemoteError) as twice:
+        await stack.submit(
+            "day-2", purpose=OrderPurpose.ENTRY, position_id="pos-d2", limit_price=Decimal("90")
+        )
+    assert twice.value.message.startswith("duplicate_position")
+    await stack.db.execute("UPDATE portfolios SET max_open_orders = 1 WHERE id = 'om'")
+    with pytest.raises(RemoteError) as full:
+        await stack.submit("man-1", symbol="MSFT", limit_price=Decimal("90"))
+    assert full.value.message.startswith("max_open_orders")
 
 
 async def test_halted_portfolio_refuses_entries_but_takes_exits(stack: Stack) -> None:
