@@ -250,7 +250,9 @@ class ConsumerRunner(Generic[M]):
                 return
             try:
                 msgs = fetch.result()
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nothing to fetch; nats-py raises either kind depending on where its
+                # pull request ran out (nats.errors.TimeoutError or asyncio's own)
                 failures = 0
                 continue
             except nats.errors.ConnectionClosedError:
