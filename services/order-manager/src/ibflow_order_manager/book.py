@@ -60,7 +60,7 @@ from ibflow.contracts import (
     TradingResumed,
 )
 from ibflow.contracts.base import Envelope, utc_now
-from ibflow.contracts.orders import OrderTerms
+from ibflow.contracts.orders import OrderIntent, OrderTerms
 from ibflow.db.outbox import enqueue_many
 from ibflow.db.pool import AnyConnection
 from ibflow_order_manager import repository as repo
@@ -204,22 +204,11 @@ class OrderBook:
                 missing = _refused(
                     NOT_FOUND, f"portfolio_id: portfolio {cmd.portfolio_id!r} {state}"
                 )
-                await repo.audit(
-                    conn,
-                    actor=cmd.requested_by,
-                    command="SubmitOrder",
-                    subject=subjects.SUBMIT_ORDER,
-                    result="refused",
-                    payload=cmd.model_dump(mode="json"),
-                    portfolio_id=cmd.portfolio_id,
-                    client_order_id=cmd.client_order_id,
-                    detail=missing.message,
-                )
+                await _audit_submit(conn, cmd, "refused", missing.message)
                 return missing
-            if await repo.get_order(conn, cmd.client_order_id) is not None:
+            existing = await repo.get_order(conn, cmd.client_order_id)
+            if existing is not None:
                 # a concurrent submit of the same id committed while we waited for the lock
-                existing = await repo.get_order(conn, cmd.client_order_id)
-                assert existing is not None
                 return await self._duplicate(conn, cmd, existing)
             instrument = await repo.get_instrument(conn, cmd.symbol)
             refusal = _validate(cmd, portfolio, instrument)
@@ -236,43 +225,15 @@ class OrderBook:
                 refusal, reserved = await self._risk(conn, cmd, portfolio, instrument, price)
             if refusal is not None:
                 REJECTIONS.labels(portfolio.id, _rule_of(refusal)).inc()
-                await repo.audit(
-                    conn,
-                    actor=cmd.requested_by,
-                    command="SubmitOrder",
-                    subject=subjects.SUBMIT_ORDER,
-                    result="refused",
-                    payload=cmd.model_dump(mode="json"),
-                    portfolio_id=portfolio.id,
-                    client_order_id=cmd.client_order_id,
-                    detail=refusal.message,
-                )
-                rejected = OrderRejected(
-                    portfolio_id=cmd.portfolio_id,
-                    client_order_id=cmd.client_order_id,
-                    symbol=cmd.symbol,
-                    side=cmd.side,
-                    purpose=cmd.purpose,
-                    position_id=cmd.position_id,
-                    reason=refusal.message,
-                    **cmd.caused(),
-                )
+                await _audit_submit(conn, cmd, "refused", refusal.message)
+                rejected = _rejection(cmd, refusal.message, cmd)
                 await enqueue_many(conn, [(subjects.order_rejected(cmd.portfolio_id), rejected)])
             else:
                 order = await repo.insert_order(
                     conn, cmd, reserved_cash=reserved, reference_price=reference
                 )
                 portfolio = await repo.move_money(conn, portfolio.id, reserved=reserved)
-                await repo.audit(
-                    conn,
-                    actor=cmd.requested_by,
-                    command="SubmitOrder",
-                    subject=subjects.SUBMIT_ORDER,
-                    result="accepted",
-                    payload=cmd.model_dump(mode="json"),
-                    portfolio_id=portfolio.id,
-                    client_order_id=cmd.client_order_id,
-                )
+                await _audit_submit(conn, cmd, "accepted")
                 await self._publish(conn, [order], portfolio, cmd)
                 return order
         self._notify()
@@ -846,20 +807,9 @@ class OrderBook:
         RESERVED_CASH.labels(portfolio.id).set(float(portfolio.reserved_cash))
         messages: list[tuple[str, Envelope]] = []
         if transition.entered is OrderStatus.REJECTED:
-            messages.append(
-                (
-                    subjects.order_rejected(order.portfolio_id),
-                    OrderRejected(
-                        portfolio_id=order.portfolio_id,
-                        client_order_id=order.client_order_id,
-                        symbol=order.intent.symbol,
-                        side=order.intent.side,
-                        purpose=order.intent.purpose,
-                        position_id=order.intent.position_id,
-                        reason=transition.state.reason or "rejected",
-                    ),
-                )
-            )
+            reason = transition.state.reason or "rejected"
+            rejected = _rejection(order.intent, reason, None)
+            messages.append((subjects.order_rejected(order.portfolio_id), rejected))
         await self._publish(conn, [saved], portfolio, None, extra=messages)
         if cash < 0 or cash > 0:
             await self._check_daily_loss(conn, portfolio)
@@ -930,6 +880,36 @@ _TERMS = (
     "exchange",
     "currency",
 )
+
+
+async def _audit_submit(
+    conn: AnyConnection, cmd: SubmitOrder, result: str, detail: str | None = None
+) -> None:
+    await repo.audit(
+        conn,
+        actor=cmd.requested_by,
+        command="SubmitOrder",
+        subject=subjects.SUBMIT_ORDER,
+        result=result,
+        payload=cmd.model_dump(mode="json"),
+        portfolio_id=cmd.portfolio_id,
+        client_order_id=cmd.client_order_id,
+        detail=detail,
+    )
+
+
+def _rejection(intent: OrderIntent, reason: str, cause: Envelope | None) -> OrderRejected:
+    """The ``OrderRejected`` of an order refused by us or by IB."""
+    return OrderRejected(
+        portfolio_id=intent.portfolio_id,
+        client_order_id=intent.client_order_id,
+        symbol=intent.symbol,
+        side=intent.side,
+        purpose=intent.purpose,
+        position_id=intent.position_id,
+        reason=reason,
+        **(cause.caused() if cause is not None else {}),
+    )
 
 
 def _rule_of(refusal: RemoteError) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from ibflow.bus import publish, request, subjects
 from ibflow.bus.errors import RemoteError
@@ -126,7 +126,7 @@ async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterat
     tasks = [asyncio.create_task(rt.serve(stop)) for rt in (bridge, manager)]
     try:
         await wait_for(lambda: bridge.ready and manager.ready)
-        await wait_for(lambda: asyncio.create_task(_bridge_ready(nc)), within=15)
+        await wait_for(lambda: _bridge_ready(nc), within=15)
         yield Stack(sim, db, nc)
     finally:
         stop.set()
@@ -136,10 +136,10 @@ async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterat
 
 
 async def _bridge_ready(nc: NatsClient) -> bool:
-    kv = await nc.jetstream().key_value(STATE_BUCKET)
     try:
+        kv = await nc.jetstream().key_value(STATE_BUCKET)
         entry = await kv.get(state_key("om"))
-    except KeyNotFoundError:
+    except (BucketNotFoundError, KeyNotFoundError):
         return False
     return entry.value is not None and b'"state":"ready"' in entry.value
 
