@@ -538,6 +538,7 @@ class OrderBook:
     async def on_execution(self, event: ExecutionReported) -> None:
         """Book an execution once: execution, transaction, order fill and cash together."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await repo.lock_execution(conn, event.exec_id)
             order = await self._order_for(
                 conn,
                 event.portfolio_id,
@@ -600,6 +601,7 @@ class OrderBook:
     async def on_commission(self, event: CommissionReported) -> None:
         """Record a commission once: on its execution, transaction, order and cash."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await repo.lock_execution(conn, event.exec_id)
             execution = await repo.set_commission(
                 conn,
                 event.exec_id,

@@ -627,6 +627,14 @@ class Execution:
     commission: Decimal | None
 
 
+async def lock_execution(conn: AnyConnection, exec_id: str) -> None:
+    """Serialise the transactions about one execution (its booking and its commission)
+    until the caller's transaction ends: they run in different consumers, and without it
+    a commission could look for its execution just before the execution commits and
+    park itself just after the execution looked for a parked commission."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", exec_id)
+
+
 async def insert_execution(
     conn: AnyConnection,
     *,
