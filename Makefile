@@ -46,6 +46,7 @@ bench: sync ## benchmarks (see bench/README.md)
 	$(UV_RUN) python bench/publish_consume_commit.py
 	$(UV_RUN) python bench/gateway_sim.py
 	$(UV_RUN) python bench/gateway_bridge.py
+	$(UV_RUN) python bench/order_manager.py
 
 schemas: sync ## regenerate shared/schemas/v1 and docs/events.md after a contract change
 	$(UV_RUN) python -m ibflow.contracts.schemas --write
