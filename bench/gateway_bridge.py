@@ -55,13 +55,12 @@ import platform
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -77,6 +76,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+import latency
 from ibflow.bus import provision, request
 from ibflow.bus import subjects as subj
 from ibflow.contracts.enums import OrderSide, OrderType
@@ -86,6 +86,7 @@ from ibflow.contracts.replies import CommandAccepted
 from ibflow.db.migrations import apply_migrations
 from ibflow.testing.devstack import migration_packages
 from ibflow.testing.embedded import NatsServer, PostgresServer
+from latency import Summary
 
 RESULTS = Path(__file__).parent / "results"
 PORTFOLIO = "bench"
@@ -102,8 +103,6 @@ CROSS_PRICE = Decimal("140.00")
 ACK_STATUSES = frozenset({"Submitted", "PreSubmitted", "Filled"})
 BURST_CONCURRENCY = 16
 """Burst commands in flight: the bridge's subscriptions per command subject."""
-
-Summary = dict[str, Any]
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -209,22 +208,9 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def summarise(name: str, samples_ms: list[float]) -> Summary:
-    ordered = sorted(samples_ms)
-    q = statistics.quantiles(ordered, n=100, method="inclusive")
-    tenth = max(len(samples_ms) // 10, 1)
-    return {
-        "scenario": name,
-        "orders": len(ordered),
-        "p50_ms": round(q[49], 3),
-        "p90_ms": round(q[89], 3),
-        "p99_ms": round(q[98], 3),
-        "max_ms": round(ordered[-1], 3),
-        "mean_ms": round(statistics.fmean(ordered), 3),
-        # in sending order: does the latency grow over the run?
-        "first_10pct_p50_ms": round(statistics.median(samples_ms[:tenth]), 3),
-        "last_10pct_p50_ms": round(statistics.median(samples_ms[-tenth:]), 3),
-    }
+def summarise(name: str, samples_ms: Sequence[float]) -> Summary:
+    """:func:`latency.summarise` counting orders."""
+    return latency.summarise(name, samples_ms, count_key="orders")
 
 
 def place_command(coid: str, price: Decimal) -> PlaceBrokerOrder:

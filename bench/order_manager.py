@@ -95,6 +95,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+import latency
 from ibflow.bus import provision, publish, request, serve
 from ibflow.bus import subjects as subj
 from ibflow.bus.publisher import message_headers
@@ -111,6 +112,7 @@ from ibflow.contracts import (
 )
 from ibflow.db import apply_migrations
 from ibflow.testing.embedded import NatsServer, PostgresServer
+from latency import Summary
 from publish_consume_commit import SCHEMA as FLOOR_SCHEMA
 from publish_consume_commit import STREAM as FLOOR_STREAM
 from publish_consume_commit import run_floor
@@ -129,8 +131,6 @@ SUBMIT_CONCURRENCY = 8
 """Submits in flight: the order-manager serves 8 of a kind at once per replica."""
 READY_LINE = re.compile(r"order-manager ready \(http port (\d+)\)")
 DURABLES = ("order-manager-executions", "order-manager-commissions")
-
-Summary = dict[str, Any]
 
 
 def fill_price(n: int) -> Decimal:
@@ -270,21 +270,8 @@ def service_histogram(before: dict[str, float], after: dict[str, float]) -> Summ
 
 
 def summarise(name: str, samples_ms: Sequence[float]) -> Summary:
-    """p50/p90/p99/max of ``samples_ms`` (in sending order: also first/last 10 %)."""
-    ordered = sorted(samples_ms)
-    q = statistics.quantiles(ordered, n=100, method="inclusive")
-    tenth = max(len(samples_ms) // 10, 1)
-    return {
-        "scenario": name,
-        "messages": len(ordered),
-        "p50_ms": round(q[49], 3),
-        "p90_ms": round(q[89], 3),
-        "p99_ms": round(q[98], 3),
-        "max_ms": round(ordered[-1], 3),
-        "mean_ms": round(statistics.fmean(ordered), 3),
-        "first_10pct_p50_ms": round(statistics.median(samples_ms[:tenth]), 3),
-        "last_10pct_p50_ms": round(statistics.median(samples_ms[-tenth:]), 3),
-    }
+    """:func:`latency.summarise` counting messages."""
+    return latency.summarise(name, samples_ms, count_key="messages")
 
 
 # --------------------------------------------------------------------------- the bridge
