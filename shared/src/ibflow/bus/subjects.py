@@ -64,6 +64,8 @@ TRADING_RESUMED: Final = f"{EVENTS_PREFIX}.trading.resumed"
 RISK_BREACHED: Final = f"{EVENTS_PREFIX}.risk.breached"
 POSITION_CHANGED: Final = f"{EVENTS_PREFIX}.position.changed"
 RECONCILIATION: Final = f"{EVENTS_PREFIX}.position.reconciled"
+POSITION_DRIFT: Final = f"{EVENTS_PREFIX}.position.drift"
+POSITION_MARKS: Final = f"{EVENTS_PREFIX}.position.marks"
 ENTRY_SESSION: Final = f"{EVENTS_PREFIX}.entry.completed"
 SESSION_EVENTS: Final = f"{EVENTS_PREFIX}.session"
 """Followed by the session event's name, not a portfolio."""
@@ -188,6 +190,16 @@ def position_changed(portfolio_id: str) -> str:
 def reconciliation(portfolio_id: str) -> str:
     """``ReconciliationReported`` of a portfolio."""
     return _scoped(RECONCILIATION, portfolio_id)
+
+
+def position_drift(portfolio_id: str) -> str:
+    """``PositionDriftDetected`` of a portfolio."""
+    return _scoped(POSITION_DRIFT, portfolio_id)
+
+
+def position_marks(portfolio_id: str) -> str:
+    """``PositionMarksUpdated`` of a portfolio."""
+    return _scoped(POSITION_MARKS, portfolio_id)
 
 
 def entry_session(portfolio_id: str) -> str:

@@ -126,3 +126,60 @@ class ReconciliationReported(Event):
     def in_sync(self) -> bool:
         """True when complete and no symbol drifts."""
         return self.complete and all(item.drift == 0 for item in self.items)
+
+
+class PositionDriftDetected(Event):
+    """Our book and the broker's differ in one symbol of a portfolio (failure mode 12).
+
+    ``kind`` is ``missing_at_broker`` (we hold it, the broker is flat), ``unknown_to_us``
+    (the broker holds it, we are flat: adopted as an external position unless
+    ``settling``) or ``quantity_mismatch``. Quantities are signed (short < 0).
+    """
+
+    portfolio_id: PortfolioId
+    symbol: Symbol
+    kind: str = Field(min_length=1)
+    book_quantity: Quantity
+    broker_quantity: Quantity
+    settling: bool = False
+    """We had a position in the symbol whose fills may still be in flight; nothing adopted."""
+    snapshot_id: uuid.UUID | None = None
+    """The ``BrokerSnapshotCompleted`` compared against."""
+    adopted_position_id: PositionId | None = None
+    """The external position the broker's holding was adopted as, if it was."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drift(self) -> Quantity:
+        """Broker minus book."""
+        return self.broker_quantity - self.book_quantity
+
+    def dedupe_key(self) -> str | None:
+        """``drift:<portfolio_id>:<snapshot_id>:<symbol>`` within a snapshot, else none."""
+        if self.snapshot_id is None:
+            return None
+        return f"drift:{self.portfolio_id}:{self.snapshot_id}:{self.symbol}"
+
+
+class PositionMark(Contract):
+    """One position valued at its symbol's latest mark (gross of commissions)."""
+
+    position_id: PositionId
+    symbol: Symbol
+    side: PositionSide
+    quantity: Quantity = Field(ge=0)
+    mark_price: PositiveMoney
+    unrealized_pnl: Money
+    marked_at: UtcDatetime
+    """The tick's time."""
+    delayed: bool = False
+
+
+class PositionMarksUpdated(Event):
+    """A portfolio's open positions marked to market (throttled: at most one per
+    portfolio per marks interval), with the portfolio's unrealized P&L."""
+
+    portfolio_id: PortfolioId
+    marks: tuple[PositionMark, ...] = ()
+    unrealized_pnl: Money = Decimal(0)
+    """Sum of the marks' unrealized P&L."""

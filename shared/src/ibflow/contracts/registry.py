@@ -58,6 +58,8 @@ from ibflow.contracts.orders import (
 from ibflow.contracts.positions import (
     FlattenPositions,
     PositionChanged,
+    PositionDriftDetected,
+    PositionMarksUpdated,
     ReconciliationReported,
     RequestReconciliation,
     SetPositionLevels,
@@ -216,6 +218,8 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     # the position-monitor's positions
     _event(PositionChanged, s.position_changed(PORTFOLIO), _PM, (_API,)),
     _event(ReconciliationReported, s.reconciliation(PORTFOLIO), _PM, (_API,)),
+    _event(PositionDriftDetected, s.position_drift(PORTFOLIO), _PM, (_API,)),
+    _event(PositionMarksUpdated, s.position_marks(PORTFOLIO), _PM, (_API,)),
     # the scheduler's calendar
     _event(SessionEventEmitted, s.session_event(SESSION_EVENT), _SCHED, (_OM, _PM, _API)),
     # market data, core NATS
