@@ -7,15 +7,18 @@ import base64
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
+from pydantic import BaseModel
 
 from ibflow.bus import (
+    BatchConsumerRunner,
+    BatchSubscriber,
     ConsumerRunner,
     ConsumerSpec,
     Delivery,
@@ -436,3 +439,110 @@ async def test_runner_refuses_to_start_without_its_consumer_or_dead_letter_strea
         await ConsumerRunner(js, Subscriber(spec, WidgetMade, handler)).run()
     with pytest.raises(nats.js.errors.NotFoundError):
         await js.stream_info(DEAD_LETTER_STREAM.name)
+
+
+# --------------------------------------------------------------------------- batches
+
+MADE = f"{EVENTS_PREFIX}.widget_made.p1"
+SHIPPED = f"{EVENTS_PREFIX}.widget_shipped.p1"
+
+
+async def make_batch_consumer(js: JetStreamContext, durable: str) -> ConsumerSpec:
+    spec = ConsumerSpec(
+        stream=EVENTS_STREAM.name,
+        durable=durable,
+        filter_subjects=(f"{EVENTS_PREFIX}.widget_made.>", f"{EVENTS_PREFIX}.widget_shipped.>"),
+        ack_wait_seconds=2.0,
+        max_deliver=5,
+    )
+    await ensure_consumer(js, spec)
+    return spec
+
+
+def label(model: BaseModel) -> str:
+    if isinstance(model, WidgetShipped):
+        return model.shipment
+    assert isinstance(model, WidgetMade)
+    return model.widget
+
+
+MODELS = {
+    f"{EVENTS_PREFIX}.widget_made.*": WidgetMade,
+    f"{EVENTS_PREFIX}.widget_shipped.*": WidgetShipped,
+}
+
+
+async def test_messages_published_together_reach_the_handler_as_one_batch_in_order(
+    js: JetStreamContext,
+) -> None:
+    spec = await make_batch_consumer(js, "batched")
+    calls: list[list[str]] = []
+
+    async def handler(items: Sequence[tuple[BaseModel, Delivery]]) -> None:
+        calls.append([label(m) for m, _ in items])
+
+    for n in range(5):
+        await publish(js, MADE, WidgetMade(widget=f"w{n}"))
+        await publish(js, SHIPPED, WidgetShipped(shipment=f"s{n}"))
+    runner = BatchConsumerRunner(js, BatchSubscriber(spec, MODELS, handler), batch=50)
+    task = asyncio.create_task(runner.run())
+    try:
+        await eventually(lambda: settled(js, "batched"))
+    finally:
+        await runner.stop()
+        await task
+    assert calls == [[name for n in range(5) for name in (f"w{n}", f"s{n}")]]
+
+
+async def test_failed_batch_is_retried_one_by_one_and_only_the_poison_is_dead_lettered(
+    js: JetStreamContext,
+) -> None:
+    spec = await make_batch_consumer(js, "poisoned")
+    sizes: list[int] = []
+    booked: list[str] = []
+
+    async def handler(items: Sequence[tuple[BaseModel, Delivery]]) -> None:
+        sizes.append(len(items))
+        names = [m.widget for m, _ in items if isinstance(m, WidgetMade)]
+        if "poison" in names:
+            raise Reject("poison widget")
+        booked.extend(names)
+
+    for name in ("a", "poison", "b"):
+        await publish(js, MADE, WidgetMade(widget=name))
+    await js.publish(SHIPPED, b'{"shipment": 7}')  # undecodable: dead-lettered on its own
+    runner = BatchConsumerRunner(js, BatchSubscriber(spec, MODELS, handler), batch=50)
+    task = asyncio.create_task(runner.run())
+    try:
+        letters = await dead_letters(js, "poisoned", 2)
+        await eventually(lambda: settled(js, "poisoned"))
+    finally:
+        await runner.stop()
+        await task
+    assert sizes == [3, 1, 1, 1]
+    assert booked == ["a", "b"]
+    reasons = sorted(letter.reason for letter in letters)
+    assert reasons[0].startswith("poison widget")
+    assert reasons[1].startswith("undecodable payload")
+
+
+async def test_message_on_a_subject_without_a_model_is_dead_lettered(js: JetStreamContext) -> None:
+    spec = await make_batch_consumer(js, "narrow")
+    seen: list[BaseModel] = []
+
+    async def handler(items: Sequence[tuple[BaseModel, Delivery]]) -> None:
+        seen.extend(m for m, _ in items)
+
+    only_made = {f"{EVENTS_PREFIX}.widget_made.*": WidgetMade}
+    await publish(js, SHIPPED, WidgetShipped(shipment="s1"))
+    await publish(js, MADE, WidgetMade(widget="w1"))
+    runner = BatchConsumerRunner(js, BatchSubscriber(spec, only_made, handler))
+    task = asyncio.create_task(runner.run())
+    try:
+        [letter] = await dead_letters(js, "narrow", 1)
+        await eventually(lambda: settled(js, "narrow"))
+    finally:
+        await runner.stop()
+        await task
+    assert [m.widget for m in seen if isinstance(m, WidgetMade)] == ["w1"]
+    assert letter.reason == f"no model for subject {SHIPPED!r}"

@@ -26,6 +26,7 @@ from ibflow.bus import (
     Retry,
     StreamSpec,
 )
+from ibflow.bus.consumer import subject_matches
 from ibflow.bus.errors import describe_validation_error
 from ibflow.bus.metrics import subject_root
 from ibflow.bus.provision import (
@@ -164,3 +165,20 @@ def test_error_reply_shape() -> None:
     wire = error_reply("refused", "market closed")
     assert json.loads(wire) == {"error": {"code": "refused", "message": "market closed"}}
     assert ErrorReply.model_validate_json(wire).error.code == "refused"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("a.b.c", "a.b.c", True),
+        ("a.b.c", "a.b", False),
+        ("a.*.c", "a.x.c", True),
+        ("a.*", "a.x.c", False),
+        ("a.>", "a.x.c", True),
+        ("a.>", "a", False),
+        ("a.b", "a.b.c", False),
+        ("a.b.*", "a.c.d", False),
+    ],
+)
+def test_subject_matches_follows_nats_wildcards(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches

@@ -6,13 +6,22 @@
 * :func:`publish` / :class:`Publisher`: store an envelope, deduplicated by ``Nats-Msg-Id``;
 * :class:`ConsumerRunner` over a :class:`Subscriber`: typed handlers whose outcome
   (return, :class:`Retry`, :class:`Reject`, error) decides ack, nak or dead letter;
+  :class:`BatchConsumerRunner` over a :class:`BatchSubscriber`: a fetch at a time;
 * :func:`request` / :func:`serve`: typed request/reply with structured error replies.
 
 Errors are drawn in :mod:`ibflow.bus.errors`.
 """
 
 from ibflow.bus.connection import Bus, connect
-from ibflow.bus.consumer import ConsumerRunner, Delivery, Handler, Subscriber
+from ibflow.bus.consumer import (
+    BatchConsumerRunner,
+    BatchHandler,
+    BatchSubscriber,
+    ConsumerRunner,
+    Delivery,
+    Handler,
+    Subscriber,
+)
 from ibflow.bus.errors import (
     BusError,
     ConfigDriftError,
@@ -33,6 +42,9 @@ from ibflow.bus.rpc import request, serve
 from ibflow.bus.specs import ConsumerSpec, StreamSpec
 
 __all__ = [
+    "BatchConsumerRunner",
+    "BatchHandler",
+    "BatchSubscriber",
     "Bus",
     "BusError",
     "ConfigDriftError",

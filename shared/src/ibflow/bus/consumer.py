@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -270,40 +270,60 @@ class ConsumerRunner(Generic[M]):
                 await asyncio.wait((stop_requested,), timeout=delay)
                 continue
             failures = 0
-            for index, msg in enumerate(msgs):
-                if stop_requested.done():
-                    await self._release(msgs[index:])
-                    return
-                await self.handle(msg)
+            if not await self._handle_fetched(msgs, stop_requested):
+                return
+
+    async def _handle_fetched(
+        self, msgs: Sequence[Msg], stop_requested: asyncio.Future[None]
+    ) -> bool:
+        """Handle one fetch; ``False`` when stopping (the rest is released)."""
+        for index, msg in enumerate(msgs):
+            if stop_requested.done():
+                await self._release(msgs[index:])
+                return False
+            await self.handle(msg)
+        return True
 
     async def _release(self, msgs: Sequence[Msg]) -> None:
         for msg in msgs:
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak()
 
-    async def handle(self, msg: Msg) -> None:
-        """Decode, call the handler and ack/nak/dead-letter one message (the hot path)."""
+    def _delivery(self, msg: Msg) -> Delivery:
+        """The message's :class:`Delivery` (and count it as consumed)."""
         meta = msg.metadata
         seq = meta.sequence.stream
-        delivered = meta.num_delivered
         headers = msg.headers or {}
-        delivery = Delivery(
+        self._consumed.inc()
+        if meta.num_delivered > 1:
+            self._redelivered.inc()
+        return Delivery(
             subject=msg.subject,
             headers=headers,
             msg_id=headers.get(MSG_ID_HEADER) or f"{meta.stream}:{seq}",
             stream=meta.stream,
             stream_seq=seq,
-            num_delivered=delivered,
+            num_delivered=meta.num_delivered,
             msg=msg,
         )
-        self._consumed.inc()
-        if delivered > 1:
-            self._redelivered.inc()
+
+    def _decode(self, msg: Msg) -> M | str:
+        """The message's model, or why it cannot be decoded."""
         try:
-            model = self._model.model_validate_json(msg.data)
+            return self._model.model_validate_json(msg.data)
         except ValidationError as exc:
-            await self._give_up(delivery, f"undecodable payload: {describe_validation_error(exc)}")
+            return f"undecodable payload: {describe_validation_error(exc)}"
+
+    async def handle(self, msg: Msg) -> None:
+        """Decode, call the handler and ack/nak/dead-letter one message (the hot path)."""
+        delivery = self._delivery(msg)
+        model = self._decode(msg)
+        if isinstance(model, str):
+            await self._give_up(delivery, model)
             return
+        await self._handle_decoded(model, delivery)
+
+    async def _handle_decoded(self, model: M, delivery: Delivery) -> None:
         started = perf_counter()
         try:
             await self._handler(model, delivery)
@@ -312,6 +332,10 @@ class ConsumerRunner(Generic[M]):
             await self._decide(delivery, exc)
             return
         self._seconds.observe(perf_counter() - started)
+        await self._ack(delivery)
+
+    async def _ack(self, delivery: Delivery) -> None:
+        msg = delivery.msg
         if not msg.is_acked:
             try:
                 await msg.ack()
@@ -423,3 +447,99 @@ class ConsumerRunner(Generic[M]):
                 logger.warning(
                     "consumer %s: term of %s failed (%r)", self._durable, delivery.msg_id, exc
                 )
+
+
+BatchHandler = Callable[[Sequence[tuple[BaseModel, Delivery]]], Awaitable[None]]
+"""``async def handler(items: Sequence[tuple[Model, Delivery]]) -> None``."""
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` matches the NATS subject ``pattern`` (``*`` one token, ``>``
+    the rest)."""
+    want = pattern.split(".")
+    have = subject.split(".")
+    for index, part in enumerate(want):
+        if part == ">":
+            return len(have) > index
+        if index >= len(have) or part not in ("*", have[index]):
+            return False
+    return len(have) == len(want)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSubscriber:
+    """A durable consumer handled one fetched batch at a time, possibly over several
+    subjects: ``models`` maps subject patterns (wildcards allowed) to the model their
+    payloads decode to; the first matching pattern wins."""
+
+    spec: ConsumerSpec
+    models: Mapping[str, type[BaseModel]]
+    handler: BatchHandler
+
+
+class BatchConsumerRunner(ConsumerRunner[BaseModel]):
+    """A :class:`ConsumerRunner` that hands the handler every decodable message of a
+    fetch at once, in stream order, so it can commit them in one transaction.
+
+    * the handler returns: every message of the batch is acked;
+    * it raises: the batch is handled again one message at a time (the handler gets
+      one-item batches) and each message gets the usual decision (ack, ``Retry``,
+      ``Reject``, backoff), so one poison message never holds up the rest;
+    * a payload that does not decode, or whose subject matches no model, is
+      dead-lettered on its own and left out of the batch.
+
+    The handler must be idempotent per message, as for :class:`ConsumerRunner`, and a
+    batch must fit in ``ack_wait``.
+    """
+
+    def __init__(self, js: JetStreamContext, subscriber: BatchSubscriber, **options: Any) -> None:
+        async def one(model: BaseModel, delivery: Delivery) -> None:
+            await subscriber.handler(((model, delivery),))
+
+        super().__init__(js, Subscriber(subscriber.spec, BaseModel, one), **options)
+        self._models = tuple(subscriber.models.items())
+        self._batch_handler = subscriber.handler
+
+    def _decode(self, msg: Msg) -> BaseModel | str:
+        for pattern, model in self._models:
+            if subject_matches(pattern, msg.subject):
+                try:
+                    return model.model_validate_json(msg.data)
+                except ValidationError as exc:
+                    return f"undecodable payload: {describe_validation_error(exc)}"
+        return f"no model for subject {msg.subject!r}"
+
+    async def _handle_fetched(
+        self, msgs: Sequence[Msg], stop_requested: asyncio.Future[None]
+    ) -> bool:
+        items: list[tuple[BaseModel, Delivery]] = []
+        for msg in msgs:
+            delivery = self._delivery(msg)
+            model = self._decode(msg)
+            if isinstance(model, str):
+                await self._give_up(delivery, model)
+            else:
+                items.append((model, delivery))
+        if len(items) == 1:
+            await self._handle_decoded(*items[0])
+        elif items:
+            started = perf_counter()
+            try:
+                await self._batch_handler(items)
+            except Exception as exc:
+                logger.info(
+                    "consumer %s: a batch of %d failed (%r): handling it one message at a time",
+                    self._durable,
+                    len(items),
+                    exc,
+                )
+                for index, (model, delivery) in enumerate(items):
+                    if stop_requested.done():
+                        await self._release([d.msg for _, d in items[index:]])
+                        return False
+                    await self._handle_decoded(model, delivery)
+            else:
+                self._seconds.observe(perf_counter() - started)
+                for _, delivery in items:
+                    await self._ack(delivery)
+        return not stop_requested.done()
