@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,16 @@ class _QuietServer(uvicorn.Server):
 
 
 class HttpServer:
-    """Serves an ASGI app on ``host:port`` in the running event loop (port 0: any free one)."""
+    """Serves an ASGI app on ``host:port`` in the running event loop (port 0: any free one).
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    ``websockets``: accept WebSocket connections (off for the bare operational endpoint).
+    """
+
+    def __init__(self, app: ASGIApp, host: str, port: int, *, websockets: bool = False) -> None:
         self.host = host
         self.requested_port = port
         self._app = app
+        self._websockets = websockets
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None
@@ -112,7 +117,7 @@ class HttpServer:
             log_config=None,
             access_log=False,
             lifespan="off",
-            ws="none",
+            ws="websockets-sansio" if self._websockets else "none",
             server_header=False,
             timeout_graceful_shutdown=1,
         )

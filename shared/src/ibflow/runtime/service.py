@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Final, Generic, NoReturn, Protocol, TypeAlias,
 
 import asyncpg
 from prometheus_client import Gauge
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from ibflow.bus.connection import connect as connect_nats
 from ibflow.db.pool import create_pool
@@ -66,6 +68,9 @@ Check: TypeAlias = Callable[[], "bool | Awaitable[bool]"]
 """A readiness check: true when healthy. May be sync or async; raising counts as failing."""
 StartupStep: TypeAlias = Callable[["Runtime[S]"], Awaitable[None]]
 """Runs once the connections are up; wires workers, checks and shutdown callbacks."""
+HttpAppFactory: TypeAlias = Callable[["Runtime[S]", Starlette], ASGIApp]
+"""Builds the ASGI app a service serves on its HTTP port, given the runtime and the
+operational app (``/metrics``, ``/healthz``, ``/readyz``) it must keep serving."""
 
 
 class Worker(Protocol):
@@ -89,13 +94,17 @@ class Service(Generic[S]):
 
     ``uses_nats``/``uses_database``: whether the runtime connects to NATS / opens an
     asyncpg pool (and checks them for readiness). ``startup`` steps run in order once
-    the connections are up; they receive the :class:`Runtime`.
+    the connections are up; they receive the :class:`Runtime`. ``http_app``, when
+    given, builds the app served on the HTTP port instead of the bare operational one
+    (it is called before the connections exist, so its routes must answer while
+    :attr:`Runtime.ready` is false); WebSockets are then accepted too.
     """
 
     settings_type: type[S]
     startup: Sequence[StartupStep[S]] = ()
     uses_nats: bool = True
     uses_database: bool = True
+    http_app: HttpAppFactory[S] | None = None
 
 
 class Runtime(Generic[S]):
@@ -215,8 +224,12 @@ class Runtime(Generic[S]):
     async def serve(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set (or a worker fails), shut down, return the exit status."""
         self._failure = asyncio.Event()
-        app = build_app(self.name, self.readiness)
-        http = HttpServer(app, self.settings.http_host, self.settings.http_port)
+        ops = build_app(self.name, self.readiness)
+        factory = self.service.http_app
+        app: ASGIApp = ops if factory is None else factory(self, ops)
+        http = HttpServer(
+            app, self.settings.http_host, self.settings.http_port, websockets=factory is not None
+        )
         try:
             await http.start()
         except OSError as exc:

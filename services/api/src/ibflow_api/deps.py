@@ -1,0 +1,111 @@
+"""FastAPI dependencies: the running services, the caller's key and scope, the portfolio.
+
+Routes declare what they need with ``Annotated`` aliases::
+
+    async def orders(ctx: Ctx, key: ReadKey, portfolio: PortfolioParam) -> OrdersResponse:
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+from nats.aio.client import Client as NatsClient
+
+from ibflow.db.outbox import OutboxRelay
+from ibflow.runtime.service import DbPool
+from ibflow_api import repository as repo
+from ibflow_api.auth import KeyVerifier
+from ibflow_api.bridge_state import BridgeState
+from ibflow_api.errors import ApiError
+from ibflow_api.keys import ApiKey, Scope
+from ibflow_api.schemas import Portfolio
+from ibflow_api.settings import ApiSettings
+from ibflow_api.ws import Hub
+
+PORTFOLIO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+@dataclass(slots=True)
+class Services:
+    """What the routes use, available once the runtime has connected."""
+
+    settings: ApiSettings
+    pool: DbPool
+    nats: NatsClient
+    relay: OutboxRelay
+    hub: Hub
+    bridge: BridgeState
+    keys: KeyVerifier
+
+
+def _services(request: Request) -> Services:
+    services: Services | None = request.app.state.services
+    if services is None:
+        raise ApiError(503, "not_ready", "the API is starting")
+    return services
+
+
+Ctx = Annotated[Services, Depends(_services)]
+"""The running services (503 while starting)."""
+
+# Declared for OpenAPI (the middleware does the checking): either header works.
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
+_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
+
+
+def require(scope: Scope) -> Callable[..., ApiKey]:
+    """A dependency returning the caller's key when its scope allows ``scope`` (else 403)."""
+
+    def check(
+        request: Request,
+        _header: Annotated[str | None, Security(_key_header)] = None,
+        _bearer_token: Annotated[Any, Security(_bearer)] = None,
+    ) -> ApiKey:
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if key is None:
+            raise ApiError(401, "unauthenticated", "an API key is required")
+        if not key.scope.allows(scope):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this call needs the {scope.value} scope; key {key.id} has {key.scope.value}",
+            )
+        return key
+
+    return check
+
+
+ReadKey = Annotated[ApiKey, Depends(require(Scope.READ))]
+TradeKey = Annotated[ApiKey, Depends(require(Scope.TRADE))]
+AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+
+
+async def _portfolio(
+    ctx: Ctx,
+    portfolio: Annotated[
+        str | None,
+        Query(
+            pattern=PORTFOLIO_PATTERN,
+            description="Portfolio id; default: IBFLOW_DEFAULT_PORTFOLIO, else the first "
+            "enabled portfolio.",
+        ),
+    ] = None,
+) -> Portfolio:
+    async with ctx.pool.acquire() as conn:
+        if portfolio is None:
+            found = await repo.default_portfolio(conn, ctx.settings.default_portfolio)
+            if found is None:
+                raise ApiError(404, "not_found", "no portfolio configured; pass ?portfolio=")
+            return found
+        found = await repo.get_portfolio(conn, portfolio)
+    if found is None:
+        raise ApiError(404, "not_found", f"portfolio {portfolio!r} does not exist")
+    return found
+
+
+PortfolioParam = Annotated[Portfolio, Depends(_portfolio)]
+"""The ``?portfolio=`` of a dashboard route, or the default one (404 when unknown)."""
