@@ -1,0 +1,550 @@
+"""The position book: every broker fact, order-manager update and decision that changes
+a position, each in one database transaction with its ``PositionChanged`` in the outbox.
+
+Facts come from durable consumers (each message claimed in ``ibflow_inbox`` in the
+transaction of its writes, acked after the commit):
+
+* ``OrderBookUpdated`` (the order-manager's record): an entry with a ``position_id``
+  creates the ``PENDING`` position (levels from the entry); an exit of a position records
+  it (``CLOSING``); a terminal status ends the entry or exit;
+* the bridge's ``OrderStatusChanged`` (``Cancelled``/``ApiCancelled``/``Filled``),
+  ``ExecutionReported`` and ``CommissionReported``, joined to positions by client order id
+  (entry, or one of the exits). A status or fill of an order no position knows yet is
+  *parked* (``position_parked_facts``) and applied when the position appears (the
+  order-manager's update may arrive after the bridge's events); a commission that
+  overtakes its fill is parked in ``position_executions``.
+
+Decisions (:meth:`PositionBook.exit`): the position row is locked, the decision taken
+again on the stored state, the exit recorded (``CLOSING``, with the exact ``SubmitOrder``
+kept), committed, and only then sent to the order-manager with the deterministic client
+order id ``exit:<position>[:<attempt>]``. Two replicas (or two ticks) therefore record one
+exit; a crash after the commit is covered by re-sending the stored order
+(:meth:`PositionBook.resend_unacknowledged`), which the order-manager answers as a duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from ibflow.bus import subjects
+from ibflow.bus.errors import Reject
+from ibflow.contracts import (
+    CommissionReported,
+    ExecutionReported,
+    OrderBookUpdated,
+    OrderStatusChanged,
+    SubmitOrder,
+)
+from ibflow.contracts.base import utc_now
+from ibflow.contracts.enums import (
+    ExitReason,
+    IbOrderStatus,
+    OrderPurpose,
+    OrderType,
+    PositionStatus,
+)
+from ibflow.db.inbox import claim
+from ibflow.db.outbox import enqueue
+from ibflow.db.pool import AnyConnection
+from ibflow_position_monitor import repository as repo
+from ibflow_position_monitor.domain import (
+    ExitDecision,
+    IllegalTransition,
+    NoExit,
+    NoExitReason,
+    PositionDomainError,
+    PositionState,
+    Transition,
+)
+from ibflow_position_monitor.metrics import (
+    EXIT_REFUSALS,
+    EXITS_SENT,
+    PARKED_FACTS,
+    POSITIONS_ENTERED,
+    TICK_TO_EXIT,
+    UNATTRIBUTED,
+)
+from ibflow_position_monitor.orders import REQUESTER, OrderClient, Outcome, SubmitAnswer
+
+__all__ = ["NEW_YORK", "Decide", "PositionBook", "session_date_of"]
+
+log = logging.getLogger("ibflow.position_monitor.book")
+
+NEW_YORK: Final = ZoneInfo("America/New_York")
+
+_ENDED_AT_IB: Final = frozenset(
+    {IbOrderStatus.CANCELLED.value, IbOrderStatus.API_CANCELLED.value, IbOrderStatus.FILLED.value}
+)
+
+Decide = Callable[[PositionState], ExitDecision | NoExit]
+"""Takes the exit decision on the stored (locked) state of a position."""
+
+
+def session_date_of(moment: dt.datetime) -> dt.date:
+    """The New York calendar date of ``moment`` (a position's session)."""
+    return moment.astimezone(NEW_YORK).date()
+
+
+class PositionBook:
+    """Our positions (see the module docstring).
+
+    ``notify`` wakes the outbox relay after a commit that enqueued events; ``on_change``
+    is told every committed position (the market watch keeps its open positions from it).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        orders: OrderClient,
+        notify: Callable[[], None],
+        *,
+        on_change: Callable[[repo.Stored], None] = lambda _stored: None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._orders = orders
+        self._notify = notify
+        self._on_change = on_change
+        self._clock = clock
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _commit(
+        self,
+        conn: AnyConnection,
+        stored: repo.Stored,
+        transition: Transition,
+        changed: list[repo.Stored],
+        **kw: Any,
+    ) -> repo.Stored:
+        """Save ``transition`` (if anything changed) and enqueue its ``PositionChanged``."""
+        if not transition.changed and not kw:
+            return stored
+        saved = await repo.save(conn, stored, transition, now=self._clock(), **kw)
+        await self._announce(conn, saved, transition.entered, changed)
+        return saved
+
+    async def _announce(
+        self,
+        conn: AnyConnection,
+        saved: repo.Stored,
+        entered: PositionStatus | None,
+        changed: list[repo.Stored],
+    ) -> None:
+        state = saved.state
+        await enqueue(conn, subjects.position_changed(state.portfolio_id), repo.to_event(saved))
+        if entered is not None:
+            POSITIONS_ENTERED.labels(state.portfolio_id, entered.value).inc()
+            log.info("position %s %s", state.position_id, entered.value)
+        changed.append(saved)
+
+    def _committed(self, changed: Sequence[repo.Stored]) -> None:
+        if not changed:
+            return
+        self._notify()
+        for stored in changed:
+            self._on_change(stored)
+
+    # ------------------------------------------------------------------ order-manager
+
+    async def on_order_updated(self, msg: OrderBookUpdated, consumer: str, msg_id: str) -> None:
+        """The order-manager's record of an entry or exit of a position."""
+        if msg.position_id is None or msg.purpose is OrderPurpose.MANUAL:
+            return
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, consumer, msg_id):
+                return
+            if msg.purpose is OrderPurpose.ENTRY:
+                await self._entry_updated(conn, msg, changed)
+            elif msg.purpose is OrderPurpose.EXIT:
+                await self._exit_updated(conn, msg, changed)
+        self._committed(changed)
+
+    async def _entry_updated(
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+    ) -> None:
+        assert msg.position_id is not None
+        stored = await repo.load(conn, msg.position_id, lock=True)
+        if stored is None:
+            stored = await self._create(conn, msg, changed)
+            if stored is None:
+                return
+        elif stored.state.entry_client_order_id != msg.client_order_id:
+            UNATTRIBUTED.labels("entry").inc()
+            log.warning(
+                "entry %s names position %s, whose entry is %s: not attributed",
+                msg.client_order_id,
+                msg.position_id,
+                stored.state.entry_client_order_id,
+            )
+            return
+        if msg.status.is_terminal:
+            stored = await self._commit(
+                conn,
+                stored,
+                stored.state.entry_ended(broker_filled=msg.filled_quantity),
+                changed,
+            )
+        await self._drain(conn, msg.client_order_id, changed)
+
+    async def _create(
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+    ) -> repo.Stored | None:
+        assert msg.position_id is not None
+        try:
+            state = PositionState.new(
+                position_id=msg.position_id,
+                portfolio_id=msg.portfolio_id,
+                symbol=msg.symbol,
+                side=repo.side_of_entry(msg.side),
+                planned_quantity=msg.quantity,
+                entry_client_order_id=msg.client_order_id,
+                stop_loss=msg.stop_loss,
+                take_profit=msg.take_profit,
+            )
+        except (PositionDomainError, ValueError) as exc:
+            raise Reject(f"entry {msg.client_order_id} cannot open a position: {exc}") from exc
+        try:
+            async with conn.transaction():
+                stored = await repo.insert_position(
+                    conn, state, session_date=session_date_of(msg.created_at), now=self._clock()
+                )
+        except asyncpg.UniqueViolationError as exc:
+            UNATTRIBUTED.labels("entry").inc()
+            log.error(
+                "entry %s: position %s not created (%s): the portfolio already has an active"
+                " %s position this session",
+                msg.client_order_id,
+                msg.position_id,
+                exc.constraint_name,
+                msg.symbol,
+            )
+            return None
+        await self._announce(conn, stored, PositionStatus.PENDING, changed)
+        return stored
+
+    async def _exit_updated(
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+    ) -> None:
+        assert msg.position_id is not None
+        stored = await repo.load(conn, msg.position_id, lock=True)
+        if stored is None:
+            UNATTRIBUTED.labels("exit").inc()
+            log.warning(
+                "exit %s names unknown position %s: recorded in the log only",
+                msg.client_order_id,
+                msg.position_id,
+            )
+            return
+        state = stored.state
+        coid = msg.client_order_id
+        try:
+            if msg.status.is_terminal:
+                transition = state.exit_ended(coid, broker_filled=msg.filled_quantity)
+            else:
+                transition = state.submit_exit(coid, msg.exit_reason or ExitReason.MANUAL)
+        except IllegalTransition as exc:
+            log.warning("exit %s of %s not recorded: %s", coid, state.position_id, exc)
+            transition = Transition(state, state)
+        accepted = True if coid == transition.state.exit_client_order_id else None
+        if accepted and stored.exit_accepted:
+            accepted = None
+        kw: dict[str, Any] = {} if accepted is None else {"exit_accepted": True}
+        await self._commit(conn, stored, transition, changed, **kw)
+        await self._drain(conn, coid, changed)
+
+    # ------------------------------------------------------------------ bridge facts
+
+    async def on_status(self, msg: OrderStatusChanged, consumer: str, msg_id: str) -> None:
+        """IB's status of an order: an entry or exit that ended (cancelled, filled)."""
+        coid = msg.client_order_id
+        if coid is None or msg.ib_status not in _ENDED_AT_IB:
+            return
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, consumer, msg_id):
+                return
+            stored = await repo.load_by_order(conn, coid, lock=True)
+            if stored is None:
+                await repo.park_fact(conn, coid, "status", msg_id, msg.model_dump_json())
+                PARKED_FACTS.labels("status").inc()
+                return
+            await self._apply_status(conn, stored, msg, changed)
+        self._committed(changed)
+
+    async def _apply_status(
+        self,
+        conn: AnyConnection,
+        stored: repo.Stored,
+        msg: OrderStatusChanged,
+        changed: list[repo.Stored],
+    ) -> repo.Stored:
+        coid = msg.client_order_id
+        assert coid is not None
+        state = stored.state
+        if coid == state.entry_client_order_id:
+            transition = state.entry_ended(broker_filled=msg.filled)
+        else:
+            transition = state.exit_ended(coid, broker_filled=msg.filled)
+        return await self._commit(conn, stored, transition, changed)
+
+    async def on_execution(self, msg: ExecutionReported, consumer: str, msg_id: str) -> None:
+        """A fill: booked against the position of its order (entry grows, exit reduces).
+
+        Raises :class:`Reject` (dead letter) for a fill the position must refuse
+        (overfill, wrong side, an execId booked with other figures).
+        """
+        coid = msg.client_order_id
+        if coid is None:
+            UNATTRIBUTED.labels("execution").inc()
+            return
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, consumer, msg_id):
+                return
+            await repo.lock_execution(conn, msg.exec_id)
+            stored = await repo.load_by_order(conn, coid, lock=True)
+            if stored is None:
+                await repo.park_fact(conn, coid, "execution", msg_id, msg.model_dump_json())
+                PARKED_FACTS.labels("execution").inc()
+                return
+            await self._book(conn, stored, msg, changed)
+        self._committed(changed)
+
+    async def _book(
+        self,
+        conn: AnyConnection,
+        stored: repo.Stored,
+        msg: ExecutionReported,
+        changed: list[repo.Stored],
+    ) -> repo.Stored:
+        assert msg.client_order_id is not None
+        commission = await repo.parked_commission(conn, msg.exec_id)
+        try:
+            transition = stored.state.on_execution(
+                msg.exec_id,
+                client_order_id=msg.client_order_id,
+                side=msg.side,
+                shares=msg.shares,
+                price=msg.price,
+                commission=commission,
+            )
+        except PositionDomainError as exc:
+            raise Reject(f"execution {msg.exec_id} of {stored.position_id}: {exc}") from exc
+        return await self._commit(
+            conn, stored, transition, changed, executed_at={msg.exec_id: msg.executed_at}
+        )
+
+    async def on_commission(self, msg: CommissionReported, consumer: str, msg_id: str) -> None:
+        """A fill's commission: charged to its position's realized P&L, or parked until
+        the fill is booked."""
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, consumer, msg_id):
+                return
+            await repo.lock_execution(conn, msg.exec_id)
+            position_id = await repo.booked_position_of(conn, msg.exec_id)
+            stored = None if position_id is None else await repo.load(conn, position_id, lock=True)
+            if stored is None:
+                await repo.park_commission(conn, msg.exec_id, msg.commission, self._clock())
+                return
+            try:
+                transition = stored.state.on_commission(msg.exec_id, msg.commission)
+            except (PositionDomainError, ValueError) as exc:
+                raise Reject(f"commission of {msg.exec_id}: {exc}") from exc
+            await self._commit(conn, stored, transition, changed)
+        self._committed(changed)
+
+    async def _drain(self, conn: AnyConnection, coid: str, changed: list[repo.Stored]) -> None:
+        """Apply the facts parked for ``coid`` now that a position knows the order."""
+        parked = await repo.parked_for(conn, coid)
+        if not parked:
+            return
+        for row in parked:
+            stored = await repo.load_by_order(conn, coid, lock=True)
+            assert stored is not None
+            if row["kind"] == "execution":
+                execution = ExecutionReported.model_validate_json(row["payload"])
+                await repo.lock_execution(conn, execution.exec_id)
+                try:
+                    await self._book(conn, stored, execution, changed)
+                except Reject as exc:
+                    log.error("parked execution %s refused: %s", execution.exec_id, exc.reason)
+            else:
+                status = OrderStatusChanged.model_validate_json(row["payload"])
+                await self._apply_status(conn, stored, status, changed)
+        await repo.delete_parked(conn, [row["id"] for row in parked])
+        log.info("applied %d parked fact(s) of %s", len(parked), coid)
+
+    # ------------------------------------------------------------------ exits
+
+    async def exit(
+        self,
+        position_id: str,
+        decide: Decide,
+        *,
+        reference_price: Decimal | None = None,
+        tick_at: float | None = None,
+    ) -> ExitDecision | NoExit:
+        """Take ``decide`` on the locked, stored position; on an :class:`ExitDecision`
+        record the exit (``CLOSING``), commit, then send it to the order-manager.
+
+        ``tick_at`` (``time.perf_counter()`` of the tick that triggered it) feeds the
+        tick-to-exit histogram. ``reference_price`` values a market exit for the
+        order-manager (the trigger price, else this, else the average entry price).
+        """
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await repo.load(conn, position_id, lock=True)
+            if stored is None:
+                return NoExit(NoExitReason.NOT_OPEN, f"position {position_id} does not exist")
+            decision = decide(stored.state)
+            if isinstance(decision, NoExit):
+                return decision
+            body = _exit_order(decision, reference_price or stored.state.avg_entry_price)
+            transition = stored.state.submit_exit(decision.client_order_id, decision.reason)
+            await self._commit(conn, stored, transition, changed, exit_order=body)
+        self._committed(changed)
+        EXITS_SENT.labels(decision.portfolio_id, decision.reason.value).inc()
+        log.info(
+            "exit %s of %s: %s %s %s (%s%s)",
+            decision.client_order_id,
+            decision.position_id,
+            decision.side.value,
+            decision.quantity,
+            decision.symbol,
+            decision.reason.value,
+            "" if decision.trigger_price is None else f" at {decision.trigger_price}",
+        )
+        if decision.cancel_entry_remainder:
+            await self.cancel_entry(
+                decision.portfolio_id, stored.state.entry_client_order_id, "exit sent"
+            )
+        answer = await self._orders.submit(body)
+        if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
+            TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
+        await self._after_submit(position_id, decision.client_order_id, answer)
+        return decision
+
+    async def _after_submit(self, position_id: str, coid: str, answer: SubmitAnswer) -> None:
+        if answer.outcome is Outcome.AMBIGUOUS:
+            log.warning("exit %s: outcome unknown (%s): re-sent later", coid, answer.detail)
+            return
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await repo.load(conn, position_id, lock=True)
+            if stored is None or stored.state.exit_client_order_id != coid:
+                return
+            state = stored.state
+            if answer.outcome is Outcome.ACCEPTED:
+                if not stored.exit_accepted:
+                    await self._commit(
+                        conn, stored, Transition(state, state), changed, exit_accepted=True
+                    )
+            else:
+                EXIT_REFUSALS.labels(state.portfolio_id, answer.code or "unknown").inc()
+                permanent = answer.outcome is Outcome.REFUSED
+                log.warning(
+                    "exit %s of %s refused (%s: %s)%s",
+                    coid,
+                    position_id,
+                    answer.code,
+                    answer.detail,
+                    "; tick exits wait for new levels or a manual flatten"
+                    if permanent
+                    else "; retried on the next tick",
+                )
+                transition = state.exit_ended(coid, broker_filled=Decimal(0))
+                refusal = f"{answer.code}: {answer.detail}"[:500] if permanent else None
+                await self._commit(conn, stored, transition, changed, exit_refusal=refusal)
+        self._committed(changed)
+
+    async def resend_unacknowledged(self, older_than: dt.timedelta) -> int:
+        """Re-send exits recorded but not acknowledged for ``older_than`` (same id and
+        terms: the order-manager answers a duplicate); how many were re-sent."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, exit_client_order_id FROM positions WHERE status = 'CLOSING'"
+                " AND exit_working AND NOT exit_accepted AND exit_order IS NOT NULL"
+                " AND exit_sent_at < now() - $1::interval",
+                older_than,
+            )
+        for row in rows:
+            async with self._pool.acquire() as conn:
+                stored = await repo.load(conn, row["id"])
+            if stored is None or stored.exit_order is None:
+                continue
+            log.warning("exit %s unacknowledged: re-sending", row["exit_client_order_id"])
+            answer = await self._orders.submit(stored.exit_order)
+            await self._after_submit(row["id"], row["exit_client_order_id"], answer)
+        return len(rows)
+
+    async def cancel_entry(self, portfolio_id: str, client_order_id: str, reason: str) -> bool:
+        """Ask the order-manager to cancel a working entry's remainder; logged if not."""
+        problem = await self._orders.cancel(portfolio_id, client_order_id, reason)
+        if problem is not None:
+            log.warning("cancel of entry %s not accepted: %s", client_order_id, problem)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ commands
+
+    async def set_levels(
+        self,
+        portfolio_id: str,
+        position_id: str,
+        stop_loss: Decimal | None,
+        take_profit: Decimal | None,
+    ) -> repo.Stored:
+        """Replace a position's stop and target (clears a standing exit refusal).
+
+        Raises :class:`LookupError` for an unknown position (or another portfolio's) and
+        the domain's :class:`PositionDomainError` for levels it refuses.
+        """
+        changed: list[repo.Stored] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await repo.load(conn, position_id, lock=True)
+            if stored is None or stored.state.portfolio_id != portfolio_id:
+                raise LookupError(
+                    f"position_id: position {position_id!r} does not exist in portfolio"
+                    f" {portfolio_id!r}"
+                )
+            transition = stored.state.set_levels(stop_loss, take_profit)
+            stored = await self._commit(conn, stored, transition, changed, exit_refusal=None)
+        self._committed(changed)
+        return stored
+
+    async def active(self, portfolio_id: str | None = None) -> list[repo.Stored]:
+        """Active positions (PENDING, OPEN, CLOSING), of one portfolio or all."""
+        async with self._pool.acquire() as conn:
+            return await repo.active_positions(conn, portfolio_id=portfolio_id)
+
+
+def _exit_order(decision: ExitDecision, reference: Decimal | None) -> dict[str, Any]:
+    """The ``SubmitOrder`` of an exit decision, as JSON-able data (stored and re-sent)."""
+    cmd = SubmitOrder(
+        portfolio_id=decision.portfolio_id,
+        client_order_id=decision.client_order_id,
+        symbol=decision.symbol,
+        side=decision.side,
+        order_type=decision.order_type,
+        quantity=decision.quantity,
+        limit_price=decision.limit_price if decision.order_type is OrderType.LMT else None,
+        purpose=OrderPurpose.EXIT,
+        position_id=decision.position_id,
+        exit_reason=decision.reason,
+        reference_price=decision.trigger_price or reference,
+        requested_by=REQUESTER,
+    )
+    envelope = {"event_id", "ts_event", "ts_init", "correlation_id", "causation_id"}
+    body: dict[str, Any] = cmd.model_dump(mode="json", exclude=envelope)
+    return body

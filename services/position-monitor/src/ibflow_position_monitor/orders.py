@@ -1,0 +1,96 @@
+"""The position-monitor's client of the order-manager: exits and cancels.
+
+Every answer is classified by what it proves, because that decides the position's next
+step (see :class:`Outcome`). Exits go through the order-manager like any order (risk,
+audit, the halt switch, which lets exits pass), never straight to the bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from nats.aio.client import Client as NatsClient
+
+from ibflow.bus import request, subjects
+from ibflow.bus.errors import RemoteError, RequestError, RequestTimeout
+from ibflow.contracts import NOT_READY, TIMEOUT, CancelOrder, CommandAccepted, SubmitOrder
+
+__all__ = ["REQUESTER", "OrderClient", "Outcome", "SubmitAnswer"]
+
+REQUESTER: Final = "position-monitor"
+"""``requested_by`` of everything this service asks for."""
+
+_TRANSIENT_CODES: Final = frozenset({NOT_READY, "no_responders", "unavailable"})
+
+
+class Outcome(StrEnum):
+    """What the order-manager's answer to an exit proves."""
+
+    ACCEPTED = "accepted"
+    """It has the order (new, or a duplicate of the same client order id)."""
+    NOT_PLACED_TRANSIENT = "not_placed_transient"
+    """Nothing was placed, for a reason that may pass (gateway not ready, no
+    order-manager): the position reopens and the next tick may retry."""
+    REFUSED = "refused"
+    """Nothing was placed, and retrying the same thing would be refused again."""
+    AMBIGUOUS = "ambiguous"
+    """No answer in time: the order may exist. Re-send the same id later, never a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitAnswer:
+    """The outcome, the order-manager's code (if any) and its words."""
+
+    outcome: Outcome
+    detail: str
+    code: str | None = None
+
+
+class OrderClient:
+    """Sends ``SubmitOrder`` / ``CancelOrder`` to the order-manager (request/reply)."""
+
+    def __init__(self, nc: NatsClient, *, timeout: float = 15.0) -> None:
+        self._nc = nc
+        self._timeout = timeout
+
+    async def submit(self, body: Mapping[str, Any]) -> SubmitAnswer:
+        """Submit the exit ``body`` (a ``SubmitOrder`` as JSON-able data)."""
+        cmd = SubmitOrder.model_validate(body)
+        try:
+            accepted = await request(
+                self._nc, subjects.SUBMIT_ORDER, cmd, CommandAccepted, timeout=self._timeout
+            )
+        except RequestTimeout as exc:
+            return SubmitAnswer(Outcome.AMBIGUOUS, exc.message, TIMEOUT)
+        except RemoteError as exc:
+            if exc.code in (TIMEOUT, "internal"):
+                return SubmitAnswer(Outcome.AMBIGUOUS, exc.message, exc.code)
+            if exc.code in _TRANSIENT_CODES:
+                return SubmitAnswer(Outcome.NOT_PLACED_TRANSIENT, exc.message, exc.code)
+            return SubmitAnswer(Outcome.REFUSED, exc.message, exc.code)
+        except RequestError as exc:
+            outcome = (
+                Outcome.NOT_PLACED_TRANSIENT if exc.code in _TRANSIENT_CODES else Outcome.AMBIGUOUS
+            )
+            return SubmitAnswer(outcome, exc.message, exc.code)
+        return SubmitAnswer(Outcome.ACCEPTED, accepted.detail or "accepted")
+
+    async def cancel(self, portfolio_id: str, client_order_id: str, reason: str) -> str | None:
+        """Ask the order-manager to cancel an order's remainder; ``None`` if accepted,
+        else why not (logged by the caller: a cancel is retried by the next decision)."""
+        cmd = CancelOrder(
+            portfolio_id=portfolio_id,
+            client_order_id=client_order_id,
+            reason=reason,
+            requested_by=REQUESTER,
+        )
+        try:
+            await request(
+                self._nc, subjects.CANCEL_ORDER, cmd, CommandAccepted, timeout=self._timeout
+            )
+        except RequestError as exc:
+            return f"{exc.code}: {exc.message}"
+        return None
