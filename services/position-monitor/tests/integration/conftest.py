@@ -257,3 +257,13 @@ async def stack(
         await db.close()
         await sim.stop()
         assert all(r == EXIT_OK for r in results), results
+
+
+async def session_consumer_done(stack: Stack, events: int) -> bool:
+    """The monitors' session consumer has handled (acked) ``events`` session events."""
+    info = await stack.nc.jetstream().consumer_info("IBFLOW_EVENTS", "position-monitor-session")
+    return (
+        info.num_ack_pending == 0
+        and info.num_pending == 0
+        and info.delivered.consumer_seq >= events
+    )
