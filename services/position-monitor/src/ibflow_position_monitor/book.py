@@ -394,6 +394,7 @@ class PositionBook:
         *,
         reference_price: Decimal | None = None,
         tick_at: float | None = None,
+        despite_refusal: bool = False,
     ) -> ExitDecision | NoExit:
         """Take ``decide`` on the locked, stored position; on an :class:`ExitDecision`
         record the exit (``CLOSING``), commit, then send it to the order-manager.
@@ -401,12 +402,19 @@ class PositionBook:
         ``tick_at`` (``time.perf_counter()`` of the tick that triggered it) feeds the
         tick-to-exit histogram. ``reference_price`` values a market exit for the
         order-manager (the trigger price, else this, else the average entry price).
+        A position whose last exit the order-manager refused for good is not exited
+        again unless ``despite_refusal`` (the close-out, a flatten).
         """
         changed: list[repo.Stored] = []
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await repo.load(conn, position_id, lock=True)
             if stored is None:
                 return NoExit(NoExitReason.NOT_OPEN, f"position {position_id} does not exist")
+            if stored.exit_refusal and not despite_refusal:
+                return NoExit(
+                    NoExitReason.NOT_OPEN,
+                    f"{position_id}: its last exit was refused ({stored.exit_refusal})",
+                )
             decision = decide(stored.state)
             if isinstance(decision, NoExit):
                 return decision

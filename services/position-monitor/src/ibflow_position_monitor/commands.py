@@ -137,6 +137,7 @@ class Commands:
                 state.position_id,
                 self._closing(reason),
                 reference_price=self._watch.reference_price(state.symbol),
+                despite_refusal=True,
             )
             if isinstance(decision, ExitDecision):
                 positions.append(state.position_id)

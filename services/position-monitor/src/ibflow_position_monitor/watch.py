@@ -144,6 +144,7 @@ class MarketWatch:
         self._subs: dict[str, Subscription] = {}
         self._leased: set[str] = set()
         self._inflight: set[str] = set()
+        self._refused: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dirty: set[str] = set()
         self._portfolios: set[str] = set()
@@ -156,7 +157,14 @@ class MarketWatch:
     def update(self, stored: repo.Stored) -> None:
         """A committed position (from the book): watch it while it holds shares."""
         self._apply(stored.state)
+        self._note_refusal(stored)
         self._changed.set()
+
+    def _note_refusal(self, stored: repo.Stored) -> None:
+        if stored.exit_refusal:
+            self._refused.add(stored.position_id)
+        else:
+            self._refused.discard(stored.position_id)
 
     def _apply(self, state: PositionState) -> None:
         symbol = state.symbol
@@ -176,6 +184,7 @@ class MarketWatch:
         async with self._pool.acquire() as conn:
             stored = await repo.active_positions(conn, statuses=[s.value for s in _HELD])
         fresh: dict[str, dict[str, PositionState]] = {}
+        self._refused = {item.position_id for item in stored if item.exit_refusal}
         for item in stored:
             if item.state.quantity > 0:
                 fresh.setdefault(item.state.symbol, {})[item.position_id] = item.state
@@ -244,7 +253,7 @@ class MarketWatch:
                 continue
             if self._decide(state, quote) is None:
                 continue
-            if state.position_id in self._inflight:
+            if state.position_id in self._inflight or state.position_id in self._refused:
                 continue
             self._start_exit(state.position_id, quote, tick_at)
             started += 1

@@ -52,3 +52,24 @@ async def test_a_price_through_a_level_closes_the_position_once_with_the_brokers
         "SELECT count(*) FROM orders WHERE position_id = 'p1' AND purpose = 'exit'"
     )
     assert orders == 1
+
+
+async def test_an_exit_the_broker_rejects_is_retried_with_the_next_id_on_the_next_tick(
+    stack: Stack,
+) -> None:
+    await stack.open_position("p2", quantity=Decimal(20))
+    stack.sim.faults.reject_next(text="Simulated reject of the first exit")
+    stack.sim.faults.set_price("AAPL", Decimal("94.90"))
+
+    async def first_exit_ended() -> bool:
+        row = await stack.position("p2")
+        return bool(row["status"] == "OPEN" and row["exit_client_order_ids"] == ["exit:p2"])
+
+    await wait_for(first_exit_ended)
+    stack.sim.faults.set_price("AAPL", Decimal("94.80"))
+    await wait_for(lambda: _closed(stack, "p2"))
+    row = await stack.position("p2")
+    assert row["exit_client_order_ids"] == ["exit:p2", "exit:p2:2"]
+    assert row["exit_reason"] == "stop"
+    sells = [e for e in stack.sim_orders() if e["side"] == "SLD"]
+    assert sum(Decimal(e["shares"]) for e in sells) == Decimal(20)
