@@ -109,6 +109,11 @@ async def _authenticate(ws: WebSocket, services: Services) -> ApiKey | None:
     return key
 
 
+def app_of(rt: Runtime[ApiSettings]) -> FastAPI | None:
+    """The FastAPI app a runtime of :data:`SERVICE` serves (for tests and tools)."""
+    return _APPS.get(rt)
+
+
 def build_http_app(rt: Runtime[ApiSettings], ops: Starlette) -> ASGIApp:
     """The runtime's HTTP app factory: the API with the probes mounted."""
     app = create_app(rt.settings, ops)

@@ -111,7 +111,9 @@ async def stack(database_url: str, nats_url: str, nc: NatsClient) -> AsyncIterat
     common = {"nats_url": nats_url, "database_url": database_url, "http_port": 0}
     bridge = Runtime(BRIDGE, GatewayBridgeSettings.load(gateway_type="simulator", **common))
     manager = Runtime(ORDER_MANAGER, OrderManagerSettings.load(**common))
-    api = Runtime(API, ApiSettings.load(ws_queue_size=64, **common))
+    api = Runtime(
+        API, ApiSettings.load(ws_queue_size=64, key_cache_seconds=0, command_timeout=8, **common)
+    )
     stop = asyncio.Event()
     runtimes = (bridge, manager, api)
     tasks = [asyncio.create_task(rt.serve(stop)) for rt in runtimes]
