@@ -100,7 +100,6 @@ def error_response(
 
 
 _HTTP_CODES: Final = {
-    400: "bad_request",
     401: "unauthenticated",
     403: "forbidden",
     404: "not_found",
@@ -118,6 +117,11 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": a bad body is a 422
+            detail = [
+                {"loc": ["body"], "msg": f"{exc.detail} (not UTF-8 JSON)", "type": "json_invalid"}
+            ]
+            return JSONResponse({"detail": detail}, 422)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers)
