@@ -163,7 +163,14 @@ async def _executions(conn: AnyConnection, position_ids: Sequence[str]) -> dict[
 
 
 async def load(conn: AnyConnection, position_id: str, *, lock: bool = False) -> Stored | None:
-    """The position ``position_id`` (locked with ``lock``), or ``None``."""
+    """The position ``position_id`` (locked with ``lock``), or ``None``.
+
+    Row and executions are read in one snapshot (outside a transaction, a read-only
+    repeatable-read one), so a fill committed in between cannot pair a new execution
+    with an old row."""
+    if not conn.is_in_transaction():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await load(conn, position_id, lock=lock)
     sql = _BY_ID_LOCKED if lock else _BY_ID
     row = await conn.fetchrow(sql, position_id)
     if row is None:
@@ -190,7 +197,11 @@ async def active_positions(
     portfolio_id: str | None = None,
     statuses: Iterable[str] = _ACTIVE,
 ) -> list[Stored]:
-    """Positions in ``statuses`` (default: the active ones), of one portfolio or all."""
+    """Positions in ``statuses`` (default: the active ones), of one portfolio or all,
+    read in one snapshot (see :func:`load`)."""
+    if not conn.is_in_transaction():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await active_positions(conn, portfolio_id=portfolio_id, statuses=statuses)
     rows = await conn.fetch(
         "SELECT p.* FROM positions p WHERE p.status = ANY($1::text[])"
         " AND ($2::text IS NULL OR p.portfolio_id = $2) ORDER BY p.portfolio_id, p.symbol, p.id",
