@@ -433,13 +433,13 @@ class PositionBook:
             decision.reason.value,
             "" if decision.trigger_price is None else f" at {decision.trigger_price}",
         )
+        answer = await self._orders.submit(body)
+        if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
+            TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
         if decision.cancel_entry_remainder:
             await self.cancel_entry(
                 decision.portfolio_id, stored.state.entry_client_order_id, "exit sent"
             )
-        answer = await self._orders.submit(body)
-        if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
-            TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
         await self._after_submit(position_id, decision.client_order_id, answer)
         return decision
 
