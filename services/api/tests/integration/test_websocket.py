@@ -1,0 +1,119 @@
+"""WebSocket fan-out: filters per client, and a client too slow to keep up is dropped
+with close code 1013 while the others get every message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import websockets
+from prometheus_client import REGISTRY
+
+from ibflow.bus import subjects
+from ibflow.contracts import ConnectionState, GatewayConnectionChanged, GatewayType
+from ibflow_api.keys import Scope
+from ibflow_api.ws import CLOSE_TOO_SLOW
+
+from .conftest import PORTFOLIO, Stack
+
+FLOOD = 400
+PADDING = "x" * 60_000
+
+
+def _event(i: int, portfolio: str = PORTFOLIO) -> bytes:
+    return GatewayConnectionChanged(
+        portfolio_id=portfolio,
+        state=ConnectionState.READY,
+        connected=True,
+        gateway_type=GatewayType.SIMULATOR,
+        host="127.0.0.1",
+        port=4002,
+        client_id=i,
+        error_message=PADDING,
+    ).to_json()
+
+
+def _dropped() -> float:
+    return REGISTRY.get_sample_value("ibflow_api_ws_dropped_total") or 0.0
+
+
+async def _read_until(ws: Any, wanted: int, into: list[dict[str, Any]]) -> None:
+    while sum(1 for m in into if m["type"] == "ib_connection") < wanted:
+        into.append(json.loads(await ws.recv()))
+
+
+async def _stalled_client(stack: Stack, query: str) -> tuple[Any, Any]:
+    """A WebSocket client that completes the handshake, then never reads again (its
+    receive buffer is pinned small, so the server's sends soon block)."""
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        (
+            f"GET /ws?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nX-API-Key: {stack.keys[Scope.READ]}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+def _dropped() -> float:
+    return REGISTRY.get_sample_value("ibflow_api_ws_dropped_total") or 0.0
+
+
+async def _read_until(ws: Any, wanted: int, into: list[dict[str, Any]]) -> None:
+    while sum(1 for m in into if m["type"] == "ib_connection") < wanted:
+        into.append(json.loads(await ws.recv()))
+
+
+async def test_a_slow_client_is_dropped_and_the_others_get_everything(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.keys[Scope.READ]}
+    dropped_before = _dropped()
+    stalled, stalled_writer = await _stalled_client(stack, "types=ib_connection")
+    received: list[dict[str, Any]] = []
+    async with websockets.connect(
+        f"{stack.ws_url}?types=ib_connection", additional_headers=headers, max_size=None
+    ) as fast:
+        assert json.loads(await fast.recv())["type"] == "welcome"
+        reader = asyncio.create_task(_read_until(fast, FLOOD, received))
+        for i in range(FLOOD):  # ~24 MB: more than the socket buffers and the queue hold
+            await stack.nc.publish(subjects.gateway_connection("flood"), _event(i, "flood"))
+            if i % 20 == 0:
+                await stack.nc.flush()
+        await stack.nc.flush()
+        await asyncio.wait_for(reader, 60)
+    flood = [m["data"]["client_id"] for m in received if m["type"] == "ib_connection"]
+    assert flood == list(range(FLOOD))
+    assert _dropped() == dropped_before + 1
+    tail = await asyncio.wait_for(stalled.read(), 30)  # what was buffered, then EOF
+    stalled_writer.close()
+    close_frame_payload = CLOSE_TOO_SLOW.to_bytes(2, "big") + b"too slow"
+    assert close_frame_payload in tail[-64:]
+
+
+async def test_filters_select_portfolios_and_types(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.keys[Scope.READ]}
+    async with websockets.connect(
+        f"{stack.ws_url}?portfolio=other&types=ib_connection", additional_headers=headers
+    ) as ws:
+        welcome = json.loads(await ws.recv())
+        assert welcome["data"]["portfolios"] == ["other"]
+        await stack.nc.publish(subjects.gateway_connection(PORTFOLIO), _event(1))
+        await stack.nc.publish(subjects.gateway_connection("other"), _event(2, "other"))
+        message = json.loads(await ws.recv())
+        assert (message["portfolio_id"], message["data"]["client_id"]) == ("other", 2)
+        await ws.send(json.dumps({"action": "subscribe", "portfolios": [PORTFOLIO]}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        await stack.nc.publish(subjects.gateway_connection("other"), _event(3, "other"))
+        await stack.nc.publish(subjects.gateway_connection(PORTFOLIO), _event(4))
+        message = json.loads(await ws.recv())
+        assert (message["portfolio_id"], message["data"]["client_id"]) == (PORTFOLIO, 4)
