@@ -130,7 +130,7 @@ FILL_SHARES = ORDER_QUANTITY / FILLS_PER_ORDER
 SUBMIT_CONCURRENCY = 8
 """Submits in flight: the order-manager serves 8 of a kind at once per replica."""
 READY_LINE = re.compile(r"order-manager ready \(http port (\d+)\)")
-DURABLES = ("order-manager-executions", "order-manager-commissions")
+DURABLES = ("order-manager-facts",)
 
 
 def fill_price(n: int) -> Decimal:

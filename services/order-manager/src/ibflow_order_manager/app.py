@@ -4,8 +4,9 @@ Startup: ensure the streams and the durable consumers, start the outbox relay (e
 event the book enqueues is published from there), serve the commands
 (``ibflow.cmd.v1.order.submit|cancel``, ``trading.halt|resume``) in a queue group so
 any number of replicas share them, consume the bridge's order status, execution and
-commission events and its snapshots (one durable consumer each, shared by replicas; the
-database's row locks and primary keys make every booking happen once), and resolve
+commission events (one durable consumer over the three, a fetched batch booked per
+transaction) and its snapshots (shared by replicas; the database's locks and primary
+keys make every booking happen once), and resolve
 ``PENDING``/``UNKNOWN`` orders with the broker at start, after each broker snapshot and
 periodically.
 """
@@ -15,10 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from datetime import timedelta
 
 from nats.aio.subscription import Subscription
+from pydantic import BaseModel
 
 from ibflow.bus import (
+    BatchConsumerRunner,
+    BatchSubscriber,
     ConsumerRunner,
     ConsumerSpec,
     Delivery,
@@ -64,22 +70,33 @@ STALE_ORDER_SWEEP = "stale_order_sweep"
 RECONCILE = "reconcile"
 
 
+BROKER_FACTS: tuple[str, ...] = tuple(
+    subjects.wildcard(subject)
+    for subject in (subjects.ORDER_STATUS, subjects.EXECUTION, subjects.COMMISSION)
+)
+"""The bridge's order facts, consumed by one durable so that an order's status, its
+executions and their commissions are booked in stream order, a fetched batch per
+transaction."""
+
+
+BROKER_FACT_TYPES = (OrderStatusChanged, ExecutionReported, CommissionReported)
+FACT_MODELS: dict[str, type[BaseModel]] = dict(zip(BROKER_FACTS, BROKER_FACT_TYPES, strict=True))
+
+
 def consumer_specs() -> dict[str, ConsumerSpec]:
     """The durable consumers of the order-manager, by purpose."""
 
-    def spec(durable: str, subject: str) -> ConsumerSpec:
+    def spec(durable: str, *subject: str) -> ConsumerSpec:
         return ConsumerSpec(
             stream=EVENTS_STREAM.name,
             durable=durable,
-            filter_subjects=(subject,),
+            filter_subjects=subject,
             ack_wait_seconds=30.0,
             max_deliver=20,
         )
 
     return {
-        "status": spec("order-manager-status", subjects.wildcard(subjects.ORDER_STATUS)),
-        "executions": spec("order-manager-executions", subjects.wildcard(subjects.EXECUTION)),
-        "commissions": spec("order-manager-commissions", subjects.wildcard(subjects.COMMISSION)),
+        "facts": spec("order-manager-facts", *BROKER_FACTS),
         "snapshots": spec("order-manager-snapshots", subjects.wildcard(subjects.BROKER_SNAPSHOT)),
         "session": spec("order-manager-session", subjects.ALL_SESSION_EVENTS),
     }
@@ -162,20 +179,21 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
     broker = BrokerClient(rt.nats, timeout=rt.settings.broker_timeout)
     quotes = Quotes(rt.nats)
     rt.on_shutdown(quotes.close)
-    book = OrderBook(rt.pool, broker, relay.notify, prices=quotes)
+    book = OrderBook(
+        rt.pool,
+        broker,
+        relay.notify,
+        prices=quotes,
+        resend_window=timedelta(seconds=rt.settings.resend_window),
+    )
+    rt.on_shutdown(book.statistics.close)
     entry = MorningEntry(
         rt.pool, quotes, book.submit, relay.notify, load_strategies(rt.settings.strategies)
     )
     recovery = Recovery(book, rt)
 
-    async def on_status(msg: OrderStatusChanged, _: Delivery) -> None:
-        await book.on_status(msg)
-
-    async def on_execution(msg: ExecutionReported, _: Delivery) -> None:
-        await book.on_execution(msg)
-
-    async def on_commission(msg: CommissionReported, _: Delivery) -> None:
-        await book.on_commission(msg)
+    async def on_facts(items: Sequence[tuple[BaseModel, Delivery]]) -> None:
+        await book.on_facts([fact for fact, _ in items if isinstance(fact, BROKER_FACT_TYPES)])
 
     async def on_snapshot(_msg: BrokerSnapshotCompleted, _: Delivery) -> None:
         recovery.wake()
@@ -190,9 +208,11 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
             recovery.wake()
 
     runners: list[Worker] = [
-        ConsumerRunner(js, Subscriber(specs["status"], OrderStatusChanged, on_status)),
-        ConsumerRunner(js, Subscriber(specs["executions"], ExecutionReported, on_execution)),
-        ConsumerRunner(js, Subscriber(specs["commissions"], CommissionReported, on_commission)),
+        BatchConsumerRunner(
+            js,
+            BatchSubscriber(specs["facts"], FACT_MODELS, on_facts),
+            batch=rt.settings.fact_batch,
+        ),
         ConsumerRunner(js, Subscriber(specs["snapshots"], BrokerSnapshotCompleted, on_snapshot)),
         ConsumerRunner(js, Subscriber(specs["session"], SessionEventEmitted, on_session)),
     ]

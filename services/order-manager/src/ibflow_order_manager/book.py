@@ -20,7 +20,7 @@ a second replica) serialise on the money without deadlocking.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -80,6 +80,7 @@ from ibflow_order_manager.domain import (
     reservation,
     tick_size,
 )
+from ibflow_order_manager.facts import BrokerFact, FactBatch
 from ibflow_order_manager.metrics import (
     CASH,
     FILL_TO_COMMIT,
@@ -87,6 +88,7 @@ from ibflow_order_manager.metrics import (
     REJECTIONS,
     RESERVED_CASH,
 )
+from ibflow_order_manager.stats import StatisticsKeeper
 
 log = logging.getLogger("ibflow.order_manager.book")
 
@@ -144,6 +146,9 @@ class OrderBook:
         self._prices = prices
         self._clock = clock
         self._resend_window = resend_window
+        self._multipliers: dict[str, Decimal] = {}
+        self.statistics = StatisticsKeeper(pool)
+        """Keeps the planner's statistics of the booking tables fresh."""
 
     # ------------------------------------------------------------------ submit
 
@@ -509,128 +514,216 @@ class OrderBook:
 
     async def on_status(self, event: OrderStatusChanged) -> None:
         """Apply IB's status of an order (ours, or an external one recorded on sight)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            order = await self._order_for(
-                conn,
-                event.portfolio_id,
-                event.client_order_id,
-                event.perm_id,
-                event.order_id,
-                quantity=event.filled + event.remaining,
-            )
-            if order is None:
-                return
-            transition = order.state.on_broker_status(
-                event.ib_status, event.filled, event.remaining, event.error_message
-            )
-            if not transition.recognised:
-                log.warning("unknown IB status %r for %s", event.ib_status, order.client_order_id)
-            new_ids = (event.perm_id and event.perm_id != order.perm_id) or (
-                event.order_id and event.order_id != order.ib_order_id
-            )
-            if not transition.changed and not new_ids:
-                return
-            await self._apply(
-                conn, order, transition, ib_order_id=event.order_id, perm_id=event.perm_id
-            )
-        self._notify()
+        await self.on_facts((event,))
 
     async def on_execution(self, event: ExecutionReported) -> None:
         """Book an execution once: execution, transaction, order fill and cash together."""
+        await self.on_facts((event,))
+
+    async def on_commission(self, event: CommissionReported) -> None:
+        """Record a commission once: on its execution, transaction, order and cash."""
+        await self.on_facts((event,))
+
+    async def on_facts(self, events: Sequence[BrokerFact]) -> None:
+        """Book a batch of the bridge's facts, in stream order, in one transaction.
+
+        Executions are booked once per ``execId`` (their advisory locks held, then
+        checked against the table); a commission whose execution is not booked yet is
+        parked and taken by the execution when it comes; an order's status follows
+        from its facts; each portfolio's cash moves once by the batch's sum. The orders
+        are locked in id order, then the portfolios in id order, so concurrent batches
+        (a second replica) never deadlock. Raises :class:`Reject` for a fact that can
+        never be booked (the consumer then books the batch one fact at a time).
+        """
+        exec_ids = sorted({e.exec_id for e in events if not isinstance(e, OrderStatusChanged)})
         async with self._pool.acquire() as conn, conn.transaction():
-            await repo.lock_execution(conn, event.exec_id)
-            order = await self._order_for(
+            booked: dict[str, repo.BookedExecution] = {}
+            parked: dict[str, repo.ParkedCommission] = {}
+            if exec_ids:
+                await repo.lock_executions(conn, exec_ids)
+                booked, parked = await repo.booked_and_parked(conn, exec_ids)
+            coids = {
+                e.client_order_id
+                for e in events
+                if not isinstance(e, CommissionReported) and e.client_order_id
+            }
+            coids.update(
+                booked[e.exec_id].client_order_id
+                for e in events
+                if isinstance(e, CommissionReported) and e.exec_id in booked
+            )
+            batch = FactBatch(booked, parked)
+            for order in (await repo.lock_orders(conn, sorted(coids))).values():
+                batch.track(order)
+            for event in events:
+                if isinstance(event, OrderStatusChanged):
+                    await self._fact_status(conn, batch, event)
+                elif isinstance(event, ExecutionReported):
+                    await self._fact_execution(conn, batch, event)
+                else:
+                    self._fact_commission(batch, event)
+            changed = await self._write_facts(conn, batch)
+        if batch.fills:
+            self.statistics.booked(len(batch.fills))
+        now = utc_now()
+        for ts_init in batch.fill_times:
+            FILL_TO_COMMIT.observe(max((now - ts_init).total_seconds(), 0.0))
+        if changed:
+            self._notify()
+
+    async def _fact_order(
+        self,
+        conn: AnyConnection,
+        batch: FactBatch,
+        event: OrderStatusChanged | ExecutionReported,
+        quantity: Decimal,
+    ) -> repo.Order | None:
+        order = batch.current(event.client_order_id, event.perm_id)
+        if order is None:
+            side = event.side if isinstance(event, ExecutionReported) else None
+            symbol = event.symbol if isinstance(event, ExecutionReported) else None
+            found = await self._order_for(
                 conn,
                 event.portfolio_id,
                 event.client_order_id,
                 event.perm_id,
                 event.order_id,
-                symbol=event.symbol,
-                side=event.side,
-                quantity=event.cum_qty,
+                symbol=symbol,
+                side=side,
+                quantity=quantity,
             )
-            if order is None:
-                return
-            if order.external and order.state.filled_quantity + event.shares > order.state.quantity:
-                order = await self._grow_external(
-                    conn, order, order.state.filled_quantity + event.shares
-                )
-            parked = await repo.take_parked_commission(conn, event.exec_id)
-            booked = await repo.insert_execution(
-                conn,
-                exec_id=event.exec_id,
-                order=order,
-                side=event.side,
-                quantity=event.shares,
-                price=event.price,
-                executed_at=event.executed_at,
-                perm_id=event.perm_id,
-                ib_order_id=event.order_id,
-                exchange=event.exchange,
-                commission=parked,
+            if found is None:
+                return None
+            order = batch.track(found)
+        if order.portfolio_id != event.portfolio_id:
+            raise Reject(
+                f"order {order.client_order_id} belongs to {order.portfolio_id}, "
+                f"reported for {event.portfolio_id}"
             )
-            if not booked:
-                return
-            try:
-                transition = order.state.on_execution(event.shares, event.price)
-            except Overfill as exc:
-                raise Reject(f"execution {event.exec_id}: {exc}") from None
-            multiplier = await self._multiplier(conn, order.intent.symbol)
-            gross = cash_delta(event.side, event.shares, event.price, Decimal(0), multiplier)
-            commission = parked[0] if parked is not None else Decimal(0)
-            await repo.insert_transaction(
-                conn,
-                exec_id=event.exec_id,
-                order=order,
-                side=event.side,
-                gross=gross,
-                commission=commission,
-            )
-            await self._apply(
-                conn,
-                order,
-                transition,
-                cash=gross - commission,
-                commission=order.commission + commission,
-                ib_order_id=event.order_id,
-                perm_id=event.perm_id,
-            )
-        FILL_TO_COMMIT.observe(max((utc_now() - event.ts_init).total_seconds(), 0.0))
-        self._notify()
+        return order
 
-    async def on_commission(self, event: CommissionReported) -> None:
-        """Record a commission once: on its execution, transaction, order and cash."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await repo.lock_execution(conn, event.exec_id)
-            execution = await repo.set_commission(
-                conn,
-                event.exec_id,
-                commission=event.commission,
-                currency=event.currency,
-                realized_pnl=event.realized_pnl,
+    async def _fact_status(
+        self, conn: AnyConnection, batch: FactBatch, event: OrderStatusChanged
+    ) -> None:
+        order = await self._fact_order(conn, batch, event, event.filled + event.remaining)
+        if order is None:
+            return
+        transition = order.state.on_broker_status(
+            event.ib_status, event.filled, event.remaining, event.error_message
+        )
+        if not transition.recognised:
+            log.warning("unknown IB status %r for %s", event.ib_status, order.client_order_id)
+        new_ids = (event.perm_id and event.perm_id != order.perm_id) or (
+            event.order_id and event.order_id != order.ib_order_id
+        )
+        if transition.changed or new_ids:
+            batch.apply(order, transition, ib_order_id=event.order_id, perm_id=event.perm_id)
+
+    async def _fact_execution(
+        self, conn: AnyConnection, batch: FactBatch, event: ExecutionReported
+    ) -> None:
+        if event.exec_id in batch.booked:
+            return
+        order = await self._fact_order(conn, batch, event, event.cum_qty)
+        if order is None:
+            return
+        state = order.state
+        if order.external and state.filled_quantity + event.shares > state.quantity:
+            state = OrderState(
+                **{**_state_fields(state), "quantity": state.filled_quantity + event.shares}
             )
-            if execution is None:
-                if not await repo.execution_exists(conn, event.exec_id):
-                    await repo.park_commission(
-                        conn,
-                        exec_id=event.exec_id,
-                        portfolio_id=event.portfolio_id,
-                        commission=event.commission,
-                        currency=event.currency,
-                        realized_pnl=event.realized_pnl,
-                    )
-                return
-            order = await repo.get_order(conn, execution.client_order_id, lock=True)
-            assert order is not None
-            same = Transition(order.state, order.state)
-            await self._apply(
-                conn,
-                order,
-                same,
-                cash=-event.commission,
-                commission=order.commission + event.commission,
+        try:
+            transition = Transition(
+                order.state, state.on_execution(event.shares, event.price).state
             )
-        self._notify()
+        except Overfill as exc:
+            raise Reject(f"execution {event.exec_id}: {exc}") from None
+        multiplier = await self._multiplier(conn, order.intent.symbol)
+        gross = cash_delta(event.side, event.shares, event.price, Decimal(0), multiplier)
+        parked = batch.take_parked(event.exec_id)
+        commission = parked[0] if parked is not None else Decimal(0)
+        fill = repo.NewExecution(
+            exec_id=event.exec_id,
+            order=order,
+            side=event.side,
+            quantity=event.shares,
+            price=event.price,
+            executed_at=event.executed_at,
+            perm_id=event.perm_id,
+            ib_order_id=event.order_id,
+            exchange=event.exchange,
+            gross=gross,
+            commission=parked,
+        )
+        batch.book(fill, event.ts_init)
+        batch.apply(
+            order,
+            transition,
+            cash=gross - commission,
+            commission=commission,
+            ib_order_id=event.order_id,
+            perm_id=event.perm_id,
+        )
+
+    def _fact_commission(self, batch: FactBatch, event: CommissionReported) -> None:
+        coid = batch.record_commission(event)
+        if coid is None:
+            return
+        order = batch.current(coid, None)
+        assert order is not None  # the orders of booked executions are locked up front
+        batch.apply(
+            order,
+            Transition(order.state, order.state),
+            cash=-event.commission,
+            commission=event.commission,
+        )
+
+    async def _write_facts(self, conn: AnyConnection, batch: FactBatch) -> bool:
+        """Write what ``batch`` gathered; whether anything changed."""
+        if batch.fills:
+            await repo.insert_fills(conn, list(batch.fills.values()))
+        if batch.commissions:
+            await repo.set_commissions(conn, batch.commissions)
+        parks = batch.still_parked()
+        if parks:
+            await repo.park_commissions(conn, parks)
+        changes = batch.changes(_reservation_after)
+        if not changes:
+            return bool(parks)
+        saved = await repo.save_orders(conn, changes)
+        cash = batch.cash_by_portfolio()
+        reserved: dict[str, Decimal] = {}
+        messages: list[tuple[str, Envelope]] = []
+        for change, order in zip(changes, saved, strict=True):
+            pid = order.portfolio_id
+            reserved[pid] = reserved.get(pid, Decimal(0)) + (
+                change.reserved_cash - change.before.reserved_cash
+            )
+            for status in change.entered:
+                ORDER_TRANSITIONS.labels(pid, status.value).inc()
+            messages.append((subjects.order_updated(pid), order.book_event()))
+            if OrderStatus.REJECTED in change.entered:
+                reason = order.state.reason or "rejected"
+                rejected = _rejection(order.intent, reason, None)
+                messages.append((subjects.order_rejected(pid), rejected))
+        moved: list[repo.Portfolio] = []
+        for pid in sorted(reserved):
+            if cash.get(pid, Decimal(0)) == 0 and reserved[pid] == 0:
+                continue
+            portfolio = await repo.move_money(
+                conn, pid, cash=cash.get(pid, Decimal(0)), reserved=reserved[pid]
+            )
+            CASH.labels(pid).set(float(portfolio.cash))
+            RESERVED_CASH.labels(pid).set(float(portfolio.reserved_cash))
+            messages.append(
+                (subjects.portfolio_changed(pid), self._portfolio_event(portfolio, None))
+            )
+            moved.append(portfolio)
+        await enqueue_many(conn, messages)
+        for portfolio in moved:
+            if cash.get(portfolio.id, Decimal(0)) != 0:
+                await self._check_daily_loss(conn, portfolio)
+        return True
 
     # ------------------------------------------------------------------ recovery
 
@@ -765,15 +858,16 @@ class OrderBook:
             ib_order_id=ib_order_id,
         )
 
-    async def _grow_external(
-        self, conn: AnyConnection, order: repo.Order, quantity: Decimal
-    ) -> repo.Order:
-        state = OrderState(**{**_state_fields(order.state), "quantity": quantity})
-        return await repo.save_order(conn, order, Transition(order.state, state), quantity=quantity)
-
     async def _multiplier(self, conn: AnyConnection, symbol: str) -> Decimal:
-        instrument = await repo.get_instrument(conn, symbol)
-        return Decimal(1) if instrument is None else instrument.multiplier
+        """The contract multiplier of ``symbol`` (a property of the contract, so it is
+        read once; an unknown symbol — an external order — counts as 1 and is re-read)."""
+        multiplier = self._multipliers.get(symbol)
+        if multiplier is None:
+            instrument = await repo.get_instrument(conn, symbol)
+            if instrument is None:
+                return Decimal(1)
+            multiplier = self._multipliers[symbol] = instrument.multiplier
+        return multiplier
 
     async def _apply(
         self,

@@ -26,6 +26,7 @@ from ibflow.contracts import (
     Recommendation,
     TimeInForce,
 )
+from ibflow.contracts.base import utc_now
 from ibflow.contracts.enums import ExitReason
 from ibflow.db.pool import AnyConnection
 from ibflow_order_manager.domain import BrokerOutcome, OrderState, RiskLimits, Transition
@@ -794,6 +795,323 @@ async def take_parked_commission(
     if row is None:
         return None
     return row["commission"], row["currency"], row["realized_pnl"]
+
+
+# ---------------------------------------------------------------------- batches of broker facts
+# Set-based forms of the functions above, for booking a batch of the bridge's events in
+# one transaction with a fixed number of statements (the consumer's hot path).
+
+
+@dataclass(slots=True)
+class BookedExecution:
+    """What a batch needs to know of an execution already booked: its order and whether
+    its commission is known."""
+
+    exec_id: str
+    client_order_id: str
+    commission_known: bool
+
+
+@dataclass(slots=True)
+class NewExecution:
+    """An execution to book, with its transaction; ``commission`` stays ``None`` until
+    known (it may arrive later in the same batch)."""
+
+    exec_id: str
+    order: Order
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    executed_at: datetime
+    perm_id: int | None
+    ib_order_id: int | None
+    exchange: str
+    gross: Decimal
+    commission: tuple[Decimal, str, Decimal | None] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """An order's new state after a batch, and every status it entered on the way."""
+
+    before: Order
+    state: OrderState
+    entered: tuple[OrderStatus, ...]
+    reserved_cash: Decimal
+    commission: Decimal
+    ib_order_id: int | None
+    perm_id: int | None
+
+
+async def lock_executions(conn: AnyConnection, exec_ids: Sequence[str]) -> None:
+    """:func:`lock_execution` for many, in ``exec_ids``' order (pass them sorted, so two
+    transactions never wait on each other's locks in a cycle)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(x)) FROM unnest($1::text[]) AS x", list(exec_ids)
+    )
+
+
+ParkedCommission = tuple[str, str, Decimal, str, Decimal | None]
+"""``(exec_id, portfolio_id, commission, currency, IB realized P&L)``."""
+
+
+async def booked_and_parked(
+    conn: AnyConnection, exec_ids: Sequence[str]
+) -> tuple[dict[str, BookedExecution], dict[str, ParkedCommission]]:
+    """Of ``exec_ids``: the executions already booked, and the commissions parked for the
+    others — removed, so the caller books them with their executions or parks them
+    again — by execution id."""
+    rows = await conn.fetch(
+        """
+        WITH booked AS (
+            SELECT exec_id, client_order_id, commission IS NOT NULL AS known
+              FROM executions WHERE exec_id = ANY($1::text[])
+        ), parked AS (
+            DELETE FROM pending_commissions
+             WHERE exec_id = ANY($1::text[]) AND exec_id NOT IN (SELECT exec_id FROM booked)
+            RETURNING exec_id, portfolio_id, commission, currency, realized_pnl
+        )
+        SELECT exec_id, client_order_id, known, NULL::text AS portfolio_id,
+               NULL::numeric AS commission, NULL::text AS currency,
+               NULL::numeric AS realized_pnl
+          FROM booked
+        UNION ALL
+        SELECT exec_id, NULL, NULL, portfolio_id, commission, currency, realized_pnl
+          FROM parked
+        """,
+        list(exec_ids),
+    )
+    booked: dict[str, BookedExecution] = {}
+    parked: dict[str, ParkedCommission] = {}
+    for row in rows:
+        if row["client_order_id"] is not None:
+            booked[row["exec_id"]] = BookedExecution(
+                row["exec_id"], row["client_order_id"], row["known"]
+            )
+        else:
+            parked[row["exec_id"]] = (
+                row["exec_id"],
+                row["portfolio_id"],
+                row["commission"],
+                row["currency"],
+                row["realized_pnl"],
+            )
+    return booked, parked
+
+
+async def lock_orders(conn: AnyConnection, client_order_ids: Sequence[str]) -> dict[str, Order]:
+    """The orders of ``client_order_ids`` that exist, locked ``FOR UPDATE`` in id order."""
+    rows = await conn.fetch(
+        f"SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = ANY($1::text[])"  # noqa: S608
+        " ORDER BY client_order_id FOR UPDATE",
+        list(client_order_ids),
+    )
+    return {row["client_order_id"]: _order(row) for row in rows}
+
+
+async def insert_fills(conn: AnyConnection, fills: Sequence[NewExecution]) -> None:
+    """Book executions and their transactions (one statement). The caller holds the
+    executions' locks and checked they are new: a duplicate fails the transaction."""
+    columns: dict[str, list[Any]] = {name: [] for name in _FILL_COLUMNS}
+    for fill in fills:
+        amount, currency, pnl = fill.commission or (None, None, None)
+        for name, value in zip(
+            _FILL_COLUMNS,
+            (
+                fill.exec_id,
+                fill.order.client_order_id,
+                fill.order.portfolio_id,
+                fill.order.intent.symbol,
+                fill.side.value,
+                fill.quantity,
+                fill.price,
+                fill.executed_at,
+                fill.perm_id,
+                fill.ib_order_id,
+                fill.exchange,
+                amount,
+                currency,
+                pnl,
+                fill.gross,
+                "buy" if fill.side is OrderSide.BUY else "sell",
+            ),
+            strict=True,
+        ):
+            columns[name].append(value)
+    await conn.execute(
+        """
+        WITH f AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::numeric[], $7::numeric[], $8::timestamptz[], $9::bigint[],
+                                 $10::bigint[], $11::text[], $12::numeric[], $13::text[],
+                                 $14::numeric[], $15::numeric[], $16::text[])
+                AS f(exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
+                     executed_at, perm_id, ib_order_id, exchange, commission, currency,
+                     realized_pnl, gross, kind)
+        ), e AS (
+            INSERT INTO executions (exec_id, client_order_id, portfolio_id, symbol, side,
+                                    quantity, price, executed_at, perm_id, ib_order_id,
+                                    exchange, commission, commission_currency,
+                                    ib_realized_pnl, commission_at)
+            SELECT exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
+                   executed_at, perm_id, ib_order_id, exchange, commission, currency,
+                   realized_pnl, CASE WHEN commission IS NULL THEN NULL ELSE now() END
+              FROM f
+            RETURNING exec_id
+        )
+        INSERT INTO transactions (exec_id, portfolio_id, client_order_id, kind, gross,
+                                  commission, cash_delta)
+        SELECT f.exec_id, f.portfolio_id, f.client_order_id, f.kind, f.gross,
+               coalesce(f.commission, 0), f.gross - coalesce(f.commission, 0)
+          FROM f JOIN e USING (exec_id)
+        """,
+        *columns.values(),
+    )
+
+
+_FILL_COLUMNS = (
+    "exec_id",
+    "client_order_id",
+    "portfolio_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "executed_at",
+    "perm_id",
+    "ib_order_id",
+    "exchange",
+    "commission",
+    "currency",
+    "realized_pnl",
+    "gross",
+    "kind",
+)
+
+
+async def set_commissions(
+    conn: AnyConnection, commissions: Sequence[tuple[str, Decimal, str, Decimal | None]]
+) -> None:
+    """:func:`set_commission` for many ``(exec_id, commission, currency, realized_pnl)``
+    of booked executions whose commission is unknown (one statement)."""
+    await conn.execute(
+        """
+        WITH c AS (
+            SELECT * FROM unnest($1::text[], $2::numeric[], $3::text[], $4::numeric[])
+                AS c(exec_id, commission, currency, realized_pnl)
+        ), e AS (
+            UPDATE executions x
+               SET commission = c.commission, commission_currency = c.currency,
+                   ib_realized_pnl = c.realized_pnl, commission_at = now()
+              FROM c
+             WHERE x.exec_id = c.exec_id AND x.commission IS NULL
+            RETURNING x.exec_id
+        )
+        UPDATE transactions t
+           SET commission = t.commission + c.commission, cash_delta = t.cash_delta - c.commission
+          FROM c JOIN e USING (exec_id)
+         WHERE t.exec_id = c.exec_id
+        """,
+        [c[0] for c in commissions],
+        [c[1] for c in commissions],
+        [c[2] for c in commissions],
+        [c[3] for c in commissions],
+    )
+
+
+async def park_commissions(conn: AnyConnection, parked: Sequence[ParkedCommission]) -> None:
+    """:func:`park_commission` for many ``(exec_id, portfolio_id, commission, currency,
+    realized_pnl)`` (one statement)."""
+    await conn.execute(
+        """
+        INSERT INTO pending_commissions (exec_id, portfolio_id, commission, currency,
+                                         realized_pnl)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::text[], $5::numeric[])
+        ON CONFLICT (exec_id) DO NOTHING
+        """,
+        *(list(column) for column in zip(*parked, strict=True)),
+    )
+
+
+async def save_orders(conn: AnyConnection, changes: Sequence[OrderChange]) -> list[Order]:
+    """:func:`save_order` for many (one statement): each order's new facts, money and
+    ids as its next revision, every status it entered stamped. Returns them as stored
+    (the rows are locked by the caller, so the revision is the previous one plus one)."""
+    stamps = [",".join(timestamp_column(status) for status in change.entered) for change in changes]
+    states = [change.state for change in changes]
+    status = await conn.execute(
+        f"""
+        UPDATE orders o
+           SET status = n.status, revision = o.revision + 1,
+               filled_quantity = n.filled_quantity, filled_notional = n.filled_notional,
+               avg_fill_price = n.avg_fill_price, broker_filled = n.broker_filled,
+               broker_remaining = n.broker_remaining, broker_outcome = n.broker_outcome,
+               acknowledged = n.acknowledged, cancel_requested = n.cancel_requested,
+               unknown = n.unknown, ib_status = n.ib_status,
+               status_message = n.status_message, quantity = n.quantity,
+               reserved_cash = n.reserved_cash, commission = n.commission,
+               ib_order_id = coalesce(n.ib_order_id, o.ib_order_id),
+               perm_id = coalesce(n.perm_id, o.perm_id),
+               {", ".join(f"{c} = {_stamped(c)}" for c in _STAMP_COLUMNS)}
+          FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
+                      $6::numeric[], $7::numeric[], $8::text[], $9::boolean[], $10::boolean[],
+                      $11::boolean[], $12::text[], $13::text[], $14::numeric[],
+                      $15::numeric[], $16::numeric[], $17::bigint[], $18::bigint[],
+                      $19::text[])
+            AS n(coid, status, filled_quantity, filled_notional, avg_fill_price,
+                 broker_filled, broker_remaining, broker_outcome, acknowledged,
+                 cancel_requested, unknown, ib_status, status_message, quantity,
+                 reserved_cash, commission, ib_order_id, perm_id, stamps)
+         WHERE o.client_order_id = n.coid
+        """,  # noqa: S608
+        [change.before.client_order_id for change in changes],
+        [state.status.value for state in states],
+        [state.filled_quantity for state in states],
+        [state.filled_notional for state in states],
+        [state.avg_fill_price for state in states],
+        [state.broker_filled for state in states],
+        [state.broker_remaining for state in states],
+        [state.outcome.value for state in states],
+        [state.acknowledged for state in states],
+        [state.cancel_requested for state in states],
+        [state.unknown for state in states],
+        [state.ib_status for state in states],
+        [state.reason for state in states],
+        [state.quantity for state in states],
+        [change.reserved_cash for change in changes],
+        [change.commission for change in changes],
+        [change.ib_order_id for change in changes],
+        [change.perm_id for change in changes],
+        stamps,
+    )
+    if status != f"UPDATE {len(changes)}":
+        raise LookupError(f"saving {len(changes)} orders: {status}")
+    return [
+        replace(
+            change.before,
+            state=change.state,
+            revision=change.before.revision + 1,
+            reserved_cash=change.reserved_cash,
+            commission=change.commission,
+            ib_order_id=change.ib_order_id or change.before.ib_order_id,
+            perm_id=change.perm_id or change.before.perm_id,
+            submitted_at=change.before.submitted_at
+            or (utc_now() if OrderStatus.SUBMITTED in change.entered else None),
+        )
+        for change in changes
+    ]
+
+
+_STAMP_COLUMNS = tuple(
+    timestamp_column(status) for status in OrderStatus if status is not OrderStatus.PENDING
+)
+
+
+def _stamped(column: str) -> str:
+    return (
+        f"CASE WHEN position(',{column},' in ',' || n.stamps || ',') > 0"
+        f" THEN coalesce(o.{column}, now()) ELSE o.{column} END"
+    )
 
 
 # ---------------------------------------------------------------------- recommendations

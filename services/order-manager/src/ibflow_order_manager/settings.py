@@ -24,3 +24,9 @@ class OrderManagerSettings(CommonSettings):
     strategies: list[str] = Field(default_factory=list)
     """Strategies asked for recommendations at the morning entry, as ``module:attr`` import
     paths (``IBFLOW_STRATEGIES='["my_pkg.strategies:Momentum"]'``; see ``strategy.py``)."""
+    fact_batch: int = Field(default=200, ge=1, le=1000)
+    """Most broker facts (statuses, executions, commissions) booked in one transaction:
+    the consumer books whatever one fetch returns, up to this many."""
+    resend_window: float = Field(default=60.0, gt=0)
+    """Seconds a ``PENDING`` order is left to its own submit before recovery asks the
+    broker about it."""

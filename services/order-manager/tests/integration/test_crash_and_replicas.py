@@ -340,7 +340,7 @@ async def raced_commissions(stack: Stack) -> dict[str, Decimal]:
     (on_commission found no execution, on_execution had already looked for a parked
     commission), or gone altogether (the execution committed between on_commission's
     ``UPDATE executions`` and its ``execution_exists`` check: neither booked nor parked).
-    The second is only told apart from "not handled yet" once the commissions consumer
+    The second is only told apart from "not handled yet" once the facts consumer
     has handled and acked everything.
     """
     rows = await stack.db.fetch(
@@ -348,7 +348,7 @@ async def raced_commissions(stack: Stack) -> dict[str, Decimal]:
         " JOIN executions e USING (exec_id) WHERE e.commission IS NULL"
     )
     raced = {r["exec_id"]: r["commission"] for r in rows}
-    pending, ack_pending, _ = (await consumer_lag(stack.nc))["commissions"]
+    pending, ack_pending, _ = (await consumer_lag(stack.nc))["facts"]
     if pending or ack_pending:
         return raced
     fills = {f.execution.exec_id: f.commission.commission for f in stack.broker_fills()}
@@ -445,7 +445,7 @@ async def consumer_lag(nc: NatsClient) -> dict[str, tuple[int, int, int]]:
     """(pending, ack pending, redelivered) of the order-manager's durable consumers."""
     js = nc.jetstream()
     lag = {}
-    for name in ("status", "executions", "commissions"):
+    for name in ("facts",):
         info = await js.consumer_info("IBFLOW_EVENTS", f"order-manager-{name}")
         lag[name] = (info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0)
     return lag

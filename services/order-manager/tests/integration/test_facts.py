@@ -1,0 +1,175 @@
+"""Broker facts booked a batch per transaction (``OrderBook.on_facts``) against a real
+PostgreSQL: everything a batch may hold at once — an execution with its commission, a
+replayed execution, a status, a commission before its execution — is booked once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide, OrderStatusChanged
+from ibflow.db import apply_migrations
+from ibflow.db.pool import create_pool
+from ibflow_order_manager.book import OrderBook
+from ibflow_order_manager.broker import BrokerClient
+
+pytestmark = pytest.mark.integration
+
+START_CASH = Decimal(100_000)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
+    async with await create_pool(database_url) as pool:
+        await pool.execute(
+            "INSERT INTO portfolios (id, name, broker_port, client_id, account, cash)"
+            " VALUES ('p', 'p', 4002, 7, 'DU1', $1)",
+            START_CASH,
+        )
+        await pool.execute(
+            "INSERT INTO instruments (symbol, currency, primary_exchange)"
+            " VALUES ('AAPL', 'USD', 'NASDAQ')"
+        )
+        await pool.execute(
+            """
+            INSERT INTO orders (client_order_id, portfolio_id, symbol, side, order_type,
+                                quantity, limit_price, tif, currency, purpose, requested_by,
+                                status, acknowledged, submitted_at, ib_order_id, perm_id)
+            VALUES ('o1', 'p', 'AAPL', 'BUY', 'LMT', 100, 100, 'DAY', 'USD', 'manual',
+                    'user:test', 'SUBMITTED', true, now(), 1, 1001)
+            """
+        )
+        yield pool
+
+
+@pytest.fixture
+async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
+    # No command reaches the broker in these tests: facts only.
+    book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda: None)
+    yield book
+    await book.statistics.close()
+
+
+def execution(exec_id: str, shares: int, cum: int, price: str = "100") -> ExecutionReported:
+    return ExecutionReported(
+        portfolio_id="p",
+        account_id="DU1",
+        exec_id=exec_id,
+        order_id=1,
+        perm_id=1001,
+        client_order_id="o1",
+        symbol="AAPL",
+        con_id=265598,
+        side=OrderSide.BUY,
+        shares=Decimal(shares),
+        price=Decimal(price),
+        cum_qty=Decimal(cum),
+        avg_price=Decimal(price),
+        exchange="ISLAND",
+        executed_at=datetime.now(UTC),
+    )
+
+
+def commission(exec_id: str, amount: str) -> CommissionReported:
+    return CommissionReported(
+        portfolio_id="p", exec_id=exec_id, commission=Decimal(amount), currency="USD"
+    )
+
+
+def status(ib_status: str, filled: int, remaining: int) -> OrderStatusChanged:
+    return OrderStatusChanged(
+        portfolio_id="p",
+        client_order_id="o1",
+        order_id=1,
+        perm_id=1001,
+        ib_status=ib_status,
+        filled=Decimal(filled),
+        remaining=Decimal(remaining),
+    )
+
+
+async def test_execution_its_commission_and_a_replay_in_one_batch_move_cash_once(
+    pool: asyncpg.Pool[Any], book: OrderBook
+) -> None:
+    await book.on_facts(
+        [
+            execution("e1", 40, 40),
+            commission("e1", "1.25"),
+            execution("e1", 40, 40),
+            status("Submitted", 40, 60),
+            commission("e1", "1.25"),
+        ]
+    )
+    order = await pool.fetchrow("SELECT * FROM orders WHERE client_order_id = 'o1'")
+    assert order is not None
+    assert (order["status"], order["filled_quantity"], order["commission"]) == (
+        "PARTIALLY_FILLED",
+        40,
+        Decimal("1.25"),
+    )
+    assert order["revision"] == 2
+    rows = await pool.fetch("SELECT exec_id, commission FROM executions")
+    assert [(r["exec_id"], r["commission"]) for r in rows] == [("e1", Decimal("1.25"))]
+    delta = await pool.fetchval("SELECT sum(cash_delta) FROM transactions")
+    assert delta == Decimal("-4001.25")
+    assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH + delta
+
+
+async def test_commission_before_its_execution_is_parked_then_booked_with_it(
+    pool: asyncpg.Pool[Any], book: OrderBook
+) -> None:
+    await book.on_facts([commission("e2", "0.50")])
+    assert await pool.fetchval("SELECT count(*) FROM pending_commissions") == 1
+    assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH
+    await book.on_facts([execution("e2", 10, 10, "99.5"), commission("e2", "0.50")])
+    assert await pool.fetchval("SELECT count(*) FROM pending_commissions") == 0
+    row = await pool.fetchrow("SELECT commission, cash_delta FROM transactions")
+    assert row is not None
+    assert (row["commission"], row["cash_delta"]) == (Decimal("0.50"), Decimal("-995.50"))
+    assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH - Decimal("995.50")
+
+
+async def test_order_filled_within_one_batch_stamps_every_status_it_went_through(
+    pool: asyncpg.Pool[Any], book: OrderBook
+) -> None:
+    await book.on_facts(
+        [execution("e3", 60, 60), execution("e4", 40, 100), status("Filled", 100, 0)]
+    )
+    order = await pool.fetchrow(
+        "SELECT status, filled_quantity, avg_fill_price, reserved_cash, partially_filled_at,"
+        " filled_at FROM orders WHERE client_order_id = 'o1'"
+    )
+    assert order is not None
+    assert (order["status"], order["filled_quantity"], order["reserved_cash"]) == (
+        "FILLED",
+        100,
+        0,
+    )
+    assert order["partially_filled_at"] is not None
+    assert order["filled_at"] is not None
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM ibflow_outbox WHERE subject LIKE '%order.updated%'"
+        )
+        == 1
+    )
+
+
+async def test_commission_of_an_execution_booked_in_an_earlier_batch_adjusts_it(
+    pool: asyncpg.Pool[Any], book: OrderBook
+) -> None:
+    await book.on_facts([execution("e5", 10, 10)])
+    await book.on_facts([commission("e5", "0.35"), commission("e5", "0.35")])
+    row = await pool.fetchrow(
+        "SELECT commission, cash_delta FROM transactions WHERE exec_id = 'e5'"
+    )
+    assert row is not None
+    assert (row["commission"], row["cash_delta"]) == (Decimal("0.35"), Decimal("-1000.35"))
+    assert await pool.fetchval("SELECT commission FROM orders") == Decimal("0.35")
+    assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH - Decimal("1000.35")
