@@ -17,7 +17,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sys
@@ -211,7 +210,7 @@ def cli(argv: Sequence[str]) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(args, os.environ.get("IBFLOW_DATABASE_URL", url)))
+        return asyncio.run(_run(args, url))
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
