@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from ibflow.contracts import OrderSide
 from ibflow_position_monitor.domain import exit_client_order_id
 
 from .conftest import Stack, wait_for
@@ -73,3 +74,28 @@ async def test_an_exit_the_broker_rejects_is_retried_with_the_next_id_on_the_nex
     assert row["exit_reason"] == "stop"
     sells = [e for e in stack.sim_orders() if e["side"] == "SLD"]
     assert sum(Decimal(e["shares"]) for e in sells) == Decimal(20)
+
+
+async def test_a_short_position_exits_with_a_buy_when_the_price_rises_through_its_stop(
+    stack: Stack,
+) -> None:
+    await stack.open_position(
+        "sh1",
+        side=OrderSide.SELL,
+        quantity=Decimal(25),
+        stop_loss=Decimal(105),
+        take_profit=Decimal(90),
+        limit_price=Decimal("99.50"),
+    )
+    stack.sim.faults.set_price("AAPL", Decimal("105.20"))
+    await wait_for(lambda: _closed(stack, "sh1"))
+    row = await stack.position("sh1")
+    assert (row["side"], row["exit_reason"]) == ("SHORT", "stop")
+    executions = stack.sim_orders()
+    sold = sum(Decimal(e["shares"]) * Decimal(e["price"]) for e in executions if e["side"] == "SLD")
+    bought = sum(
+        Decimal(e["shares"]) * Decimal(e["price"]) for e in executions if e["side"] == "BOT"
+    )
+    commissions = sum(Decimal(e["commission"]) for e in executions)
+    assert row["realized_pnl"] == sold - bought - commissions
+    assert stack.sim.faults.account_state("DU1234567")["positions"] == []
