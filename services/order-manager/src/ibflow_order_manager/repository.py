@@ -613,193 +613,8 @@ async def realized_pnl_since(conn: AnyConnection, portfolio_id: str, since: date
 
 
 # ---------------------------------------------------------------------- executions
-
-
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """A booked execution (``executions`` row)."""
-
-    exec_id: str
-    client_order_id: str
-    portfolio_id: str
-    side: OrderSide
-    quantity: Decimal
-    price: Decimal
-    commission: Decimal | None
-
-
-async def lock_execution(conn: AnyConnection, exec_id: str) -> None:
-    """Serialise the transactions about one execution (its booking and its commission)
-    until the caller's transaction ends: they run in different consumers, and without it
-    a commission could look for its execution just before the execution commits and
-    park itself just after the execution looked for a parked commission."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", exec_id)
-
-
-async def insert_execution(
-    conn: AnyConnection,
-    *,
-    exec_id: str,
-    order: Order,
-    side: OrderSide,
-    quantity: Decimal,
-    price: Decimal,
-    executed_at: datetime,
-    perm_id: int | None,
-    ib_order_id: int | None,
-    exchange: str,
-    commission: tuple[Decimal, str, Decimal | None] | None,
-) -> bool:
-    """Book an execution; ``False`` if ``exec_id`` was booked before (a replay).
-
-    ``commission`` is ``(amount, currency, IB realized P&L)`` when it arrived first.
-    """
-    amount, currency, pnl = commission if commission is not None else (None, None, None)
-    status = await conn.execute(
-        """
-        INSERT INTO executions (exec_id, client_order_id, portfolio_id, symbol, side, quantity,
-                                price, executed_at, perm_id, ib_order_id, exchange, commission,
-                                commission_currency, ib_realized_pnl, commission_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                CASE WHEN $12::numeric IS NULL THEN NULL ELSE now() END)
-        ON CONFLICT (exec_id) DO NOTHING
-        """,
-        exec_id,
-        order.client_order_id,
-        order.portfolio_id,
-        order.intent.symbol,
-        side.value,
-        quantity,
-        price,
-        executed_at,
-        perm_id,
-        ib_order_id,
-        exchange,
-        amount,
-        currency,
-        pnl,
-    )
-    return status.endswith(" 1")
-
-
-async def insert_transaction(
-    conn: AnyConnection,
-    *,
-    exec_id: str,
-    order: Order,
-    side: OrderSide,
-    gross: Decimal,
-    commission: Decimal,
-) -> None:
-    """The cash movement of an execution: ``gross`` (signed) less ``commission``."""
-    await conn.execute(
-        """
-        INSERT INTO transactions (exec_id, portfolio_id, client_order_id, kind, gross,
-                                  commission, cash_delta)
-        VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $5::numeric - $6::numeric)
-        """,
-        exec_id,
-        order.portfolio_id,
-        order.client_order_id,
-        "buy" if side is OrderSide.BUY else "sell",
-        gross,
-        commission,
-    )
-
-
-async def set_commission(
-    conn: AnyConnection,
-    exec_id: str,
-    *,
-    commission: Decimal,
-    currency: str,
-    realized_pnl: Decimal | None,
-) -> Execution | None:
-    """Record the commission of a booked execution whose commission was unknown.
-
-    Returns the execution if this call set it, ``None`` if the execution is not booked
-    yet or already had its commission (a replay).
-    """
-    row = await conn.fetchrow(
-        """
-        UPDATE executions
-           SET commission = $2, commission_currency = $3, ib_realized_pnl = $4,
-               commission_at = now()
-         WHERE exec_id = $1 AND commission IS NULL
-        RETURNING exec_id, client_order_id, portfolio_id, side, quantity, price, commission
-        """,
-        exec_id,
-        commission,
-        currency,
-        realized_pnl,
-    )
-    if row is None:
-        return None
-    await conn.execute(
-        "UPDATE transactions SET commission = commission + $2, cash_delta = cash_delta - $2"
-        " WHERE exec_id = $1",
-        exec_id,
-        commission,
-    )
-    return Execution(
-        exec_id=row["exec_id"],
-        client_order_id=row["client_order_id"],
-        portfolio_id=row["portfolio_id"],
-        side=OrderSide(row["side"]),
-        quantity=row["quantity"],
-        price=row["price"],
-        commission=row["commission"],
-    )
-
-
-async def execution_exists(conn: AnyConnection, exec_id: str) -> bool:
-    """Whether ``exec_id`` is booked."""
-    return bool(
-        await conn.fetchval("SELECT EXISTS (SELECT 1 FROM executions WHERE exec_id = $1)", exec_id)
-    )
-
-
-async def park_commission(
-    conn: AnyConnection,
-    *,
-    exec_id: str,
-    portfolio_id: str,
-    commission: Decimal,
-    currency: str,
-    realized_pnl: Decimal | None,
-) -> None:
-    """Keep a commission that arrived before its execution (idempotent)."""
-    await conn.execute(
-        """
-        INSERT INTO pending_commissions (exec_id, portfolio_id, commission, currency,
-                                         realized_pnl)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (exec_id) DO NOTHING
-        """,
-        exec_id,
-        portfolio_id,
-        commission,
-        currency,
-        realized_pnl,
-    )
-
-
-async def take_parked_commission(
-    conn: AnyConnection, exec_id: str
-) -> tuple[Decimal, str, Decimal | None] | None:
-    """Remove and return the commission parked for ``exec_id``, if any."""
-    row = await conn.fetchrow(
-        "DELETE FROM pending_commissions WHERE exec_id = $1"
-        " RETURNING commission, currency, realized_pnl",
-        exec_id,
-    )
-    if row is None:
-        return None
-    return row["commission"], row["currency"], row["realized_pnl"]
-
-
-# ---------------------------------------------------------------------- batches of broker facts
-# Set-based forms of the functions above, for booking a batch of the bridge's events in
-# one transaction with a fixed number of statements (the consumer's hot path).
+# Booked a batch of the bridge's events at a time, in one transaction with a fixed
+# number of statements (the consumer's hot path).
 
 
 @dataclass(slots=True)
@@ -844,8 +659,11 @@ class OrderChange:
 
 
 async def lock_executions(conn: AnyConnection, exec_ids: Sequence[str]) -> None:
-    """:func:`lock_execution` for many, in ``exec_ids``' order (pass them sorted, so two
-    transactions never wait on each other's locks in a cycle)."""
+    """Serialise the transactions about these executions (their booking and their
+    commissions) until the caller's transaction ends: without it, with two replicas, a
+    commission could look for its execution just before the execution commits and park
+    itself just after the execution looked for a parked commission. Locks are taken in
+    ``exec_ids``' order: pass them sorted, so two transactions never wait in a cycle."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext(x)) FROM unnest($1::text[]) AS x", list(exec_ids)
     )
