@@ -48,6 +48,7 @@ bench: sync ## benchmarks (see bench/README.md)
 	$(UV_RUN) python bench/gateway_bridge.py
 	$(UV_RUN) python bench/order_manager.py
 	$(UV_RUN) python bench/position_monitor.py
+	$(UV_RUN) python bench/api.py
 
 schemas: sync ## regenerate shared/schemas/v1 and docs/events.md after a contract change
 	$(UV_RUN) python -m ibflow.contracts.schemas --write

@@ -63,7 +63,11 @@ class KeyVerifier:
         async with self._pool.acquire() as conn:
             key = await verify_key(conn, presented)
             if key is not None:
-                await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", key.id)
+                await conn.execute(  # at most one write a minute per key
+                    "UPDATE api_keys SET last_used_at = now() WHERE id = $1"
+                    " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+                    key.id,
+                )
         if key is None:
             self._cache.pop(digest, None)
             return None

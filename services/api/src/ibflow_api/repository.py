@@ -368,8 +368,17 @@ async def transactions_page(
 # ------------------------------------------------------------------ positions
 
 
+_TABLES_SEEN: set[str] = set()
+"""Tables of other packages found to exist (they are never dropped, so once is enough)."""
+
+
 async def _has_table(conn: AnyConnection, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+    if name in _TABLES_SEEN:
+        return True
+    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+        _TABLES_SEEN.add(name)
+        return True
+    return False
 
 
 async def day_positions(
@@ -395,37 +404,29 @@ async def day_positions(
     return [DayPosition.model_validate(dict(r)) for r in rows]
 
 
-async def marks_by_symbol(conn: AnyConnection, portfolio_id: str) -> dict[str, Decimal]:
-    """The latest mark price per symbol among the portfolio's positions."""
-    if not await _has_table(conn, "position_marks"):
-        return {}
-    rows = await conn.fetch(
-        """
-        SELECT DISTINCT ON (p.symbol) p.symbol, m.mark_price
-        FROM positions p JOIN position_marks m ON m.position_id = p.id
-        WHERE p.portfolio_id = $1
-        ORDER BY p.symbol, m.marked_at DESC
-        """,
-        portfolio_id,
-    )
-    return {r["symbol"]: r["mark_price"] for r in rows}
-
-
-async def realized_by_symbol(
+async def symbol_figures(
     conn: AnyConnection, portfolio_id: str, session_date: dt.date
-) -> dict[str, Decimal]:
-    """Realized P&L of the session per symbol (position-monitor's figures)."""
-    if not await _has_table(conn, "positions"):
-        return {}
+) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """Per symbol, among the portfolio's positions (position-monitor's figures): the
+    latest mark price, and the session's realized P&L."""
+    if not await _has_table(conn, "position_marks"):
+        return {}, {}
     rows = await conn.fetch(
         """
-        SELECT symbol, sum(realized_pnl) AS pnl FROM positions
-        WHERE portfolio_id = $1 AND session_date = $2 GROUP BY symbol
+        SELECT p.symbol,
+               (SELECT m.mark_price FROM position_marks m JOIN positions q ON q.id = m.position_id
+                WHERE q.portfolio_id = $1 AND q.symbol = p.symbol
+                ORDER BY m.marked_at DESC LIMIT 1) AS mark,
+               sum(p.realized_pnl) FILTER (WHERE p.session_date = $2) AS pnl
+        FROM positions p WHERE p.portfolio_id = $1
+        GROUP BY p.symbol
         """,
         portfolio_id,
         session_date,
     )
-    return {r["symbol"]: r["pnl"] for r in rows}
+    marks = {r["symbol"]: r["mark"] for r in rows if r["mark"] is not None}
+    realized = {r["symbol"]: r["pnl"] for r in rows if r["pnl"] is not None}
+    return marks, realized
 
 
 # ------------------------------------------------------------------ recommendations etc.

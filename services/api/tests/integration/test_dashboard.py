@@ -4,11 +4,15 @@ simulator and shows up in orders, positions, account and on the WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 import websockets
 
+from ibflow.db import apply_migrations
 from ibflow_api.keys import Scope
 
 from .conftest import ACCOUNT, PORTFOLIO, Stack, wait_for
@@ -144,3 +148,40 @@ async def test_placing_the_same_client_order_id_twice_places_one_order(stack: St
     assert first.json()["order_id"] == again.json()["order_id"]
     assert again.json()["duplicate"] is True
     assert await stack.db.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_positions_are_valued_at_the_latest_mark_of_the_symbol(stack: Stack) -> None:
+    await apply_migrations(stack.db, "ibflow_position_monitor")
+    today = dt.datetime.now(ZoneInfo("America/New_York")).date()
+    await stack.db.execute(
+        """
+        INSERT INTO positions (id, portfolio_id, symbol, session_date, side, status,
+            planned_quantity, quantity, entry_quantity, entry_notional, avg_entry_price,
+            entry_client_order_id, realized_pnl, opened_at)
+        VALUES ('pos-1', $1, 'AAPL', $2, 'LONG', 'OPEN', 10, 10, 10, 1000, 100, 'in-1', 0, now())
+        """,
+        PORTFOLIO,
+        today,
+    )
+    await stack.db.execute(
+        "INSERT INTO position_marks (position_id, mark_price, source, quantity, unrealized_pnl,"
+        " marked_at) VALUES ('pos-1', 102.5, 'last', 10, 25, now())"
+    )
+    async with stack.client(Scope.TRADE) as http:
+        placed = await http.post(
+            "/api/v1/ib/orders/place",
+            json={"symbol": "AAPL", "action": "BUY", "quantity": 10, "order_type": "LMT",
+                  "limit_price": 101, "client_order_id": "mark-1"},
+        )  # fmt: skip
+        assert placed.status_code == 200, placed.text
+
+        async def valued() -> dict[str, Any] | None:
+            response = await http.get("/api/v1/ib/positions")
+            rows = response.json().get("positions", []) if response.status_code == 200 else []
+            return rows[0] if rows and rows[0]["position"] == 10 else None
+
+        position = await wait_for(valued, within=15)
+    assert position["market_price"] == 102.5
+    assert position["market_value"] == 1025
+    assert position["unrealized_pnl"] == pytest.approx((102.5 - position["avg_cost"]) * 10)
+    assert position["realized_pnl"] == 0

@@ -138,8 +138,7 @@ async def positions(ctx: Ctx, _key: ReadKey, portfolio: PortfolioParam) -> Posit
     if not held:
         return PositionsResponse(positions=[])
     async with ctx.pool.acquire() as conn:
-        marks = await repo.marks_by_symbol(conn, portfolio.id)
-        realized = await repo.realized_by_symbol(
+        marks, realized = await repo.symbol_figures(
             conn, portfolio.id, dt.datetime.now(repo.NEW_YORK).date()
         )
     rows = []
