@@ -1,0 +1,1 @@
+"""``ibflow``: the operator CLI, speaking only NATS (see docs/operators.md)."""

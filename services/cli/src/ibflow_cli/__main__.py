@@ -1,0 +1,5 @@
+"""``python -m ibflow_cli``."""
+
+from ibflow_cli.main import main
+
+main()
