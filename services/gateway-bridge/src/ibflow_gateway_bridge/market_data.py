@@ -138,20 +138,27 @@ class MarketDataFeed:
 
     async def subscribe(self, cmd: SubscribeMarketData) -> CommandAccepted:
         """Hold every symbol for ``cmd.requested_by`` (renewing its lease); request the
-        new ones from IB. All or nothing: a refusal undoes this command's new holdings."""
+        new ones from IB, and with ``cmd.refresh`` the streaming ones again. All or
+        nothing: a refusal undoes this command's new holdings."""
         self._check(cmd)
         holder = cmd.requested_by
         async with self._lock:
             self._check(cmd)
             added: list[str] = []
             renewed: list[str] = []
+            refreshed: list[str] = []
             try:
                 for raw in cmd.symbols:
                     result = self.registry.subscribe(raw, holder, self._now(), self._lease)
                     if result.outcome is SubscribeOutcome.REFUSED:
                         raise Reject(result.reason or f"cannot subscribe {result.symbol}")
                     if result.outcome is SubscribeOutcome.ACTIVE:
-                        renewed.append(result.symbol)
+                        if cmd.refresh and result.symbol in self._handles:
+                            await self._cancel(result.symbol)
+                            await self._request(result.symbol)
+                            refreshed.append(result.symbol)
+                        else:
+                            renewed.append(result.symbol)
                         continue
                     added.append(result.symbol)
                     await self._request(result.symbol)
@@ -165,6 +172,8 @@ class MarketDataFeed:
             parts.append(f"subscribed {', '.join(added)}")
         if renewed:
             parts.append(f"renewed {', '.join(renewed)}")
+        if refreshed:
+            parts.append(f"refreshed {', '.join(refreshed)}")
         return CommandAccepted.of(
             cmd, detail=f"{'; '.join(parts)} for {holder} (lease {self._lease:g}s)"
         )

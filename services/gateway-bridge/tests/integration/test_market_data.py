@@ -111,6 +111,10 @@ def _sim_lines(sim: GatewaySimulator) -> list[str]:
     )
 
 
+def _sim_request_ids(sim: GatewaySimulator) -> set[int]:
+    return {req_id for session in sim.sessions() for req_id in session.market_data}
+
+
 async def test_subscribe_streams_ticks_on_core_nats(
     gateway_sim: GatewaySimulator,
     nc: NatsClient,
@@ -141,6 +145,33 @@ async def test_subscribe_streams_ticks_on_core_nats(
     assert again.detail is not None
     assert "renewed AAPL" in again.detail
     assert _sim_lines(gateway_sim) == ["AAPL"]
+
+
+async def test_refresh_re_requests_a_streaming_line_and_ticks_keep_coming(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md9"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=49))
+    await start_feed(bridge)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+    before = _sim_request_ids(gateway_sim)
+
+    refreshed = await _send(
+        nc, SubscribeMarketData(portfolio_id=p, symbols=("AAPL",), requested_by="tester", refresh=True)
+    )
+
+    assert refreshed.detail is not None
+    assert "refreshed AAPL" in refreshed.detail
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["AAPL"])
+    assert _sim_request_ids(gateway_sim).isdisjoint(before)
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "194.50")
+    await ticks.wait_last("194.50")
 
 
 async def test_market_data_resumes_after_1101_without_a_new_subscribe(

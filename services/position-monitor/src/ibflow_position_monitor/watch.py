@@ -17,8 +17,8 @@ the stale-data guard, and throttled marks.
   flight for a position is not started twice by this replica, and a second replica's
   attempt finds the position ``CLOSING``.
 * **Stale data** (failure mode 4): a symbol without a tick for ``stale_after`` seconds
-  is stale; it is counted, logged once, and a fresh quote is requested (the lease is
-  released and taken again, which makes the bridge re-request the line). A stale,
+  is stale; it is counted, logged once, and a fresh quote is requested (a subscribe
+  with ``refresh``: the bridge re-requests the line at IB). A stale,
   delayed, crossed or unusable quote is never acted on (each counted by reason).
   Prices that are present but unusable (zero, negative) are dropped from the tick and
   counted; a tick that does not decode is counted.
@@ -330,8 +330,10 @@ class MarketWatch:
             for portfolio, count in counts.items():
                 OPEN_POSITIONS.labels(portfolio).set(count)
 
-    async def _subscribe(self, symbols: list[str]) -> None:
-        cmd = SubscribeMarketData(symbols=tuple(symbols), requested_by=self.requester)
+    async def _subscribe(self, symbols: list[str], *, refresh: bool = False) -> None:
+        cmd = SubscribeMarketData(
+            symbols=tuple(symbols), requested_by=self.requester, refresh=refresh
+        )
         try:
             await request(
                 self._nc,
@@ -343,7 +345,7 @@ class MarketWatch:
         except RequestError as exc:
             if exc.code == INVALID_REQUEST and len(symbols) > 1:
                 for symbol in symbols:
-                    await self._subscribe([symbol])
+                    await self._subscribe([symbol], refresh=refresh)
                 return
             log.warning(
                 "market data for %s not subscribed (%s: %s): retried",
@@ -400,8 +402,8 @@ class MarketWatch:
         return stale
 
     async def refresh(self, symbols: Iterable[str]) -> None:
-        """Ask the bridge for fresh quotes of ``symbols`` (release and take the lease
-        again, which re-requests the line at IB when this replica is its only holder)."""
+        """Ask the bridge for fresh quotes of ``symbols``: a subscribe with ``refresh``,
+        which renews the lease and re-requests the streaming lines at IB."""
         wanted = sorted(set(symbols) & set(self._subs))
         if not wanted:
             return
@@ -409,9 +411,8 @@ class MarketWatch:
         for symbol in wanted:
             self._refreshed_at[symbol] = now
         SNAPSHOT_REQUESTS.inc(len(wanted))
-        await self._unsubscribe(wanted)
         self._leased.difference_update(wanted)
-        await self._subscribe(wanted)
+        await self._subscribe(wanted, refresh=True)
 
     async def check_all(self, wait: float = 1.0) -> int:
         """``position_check``: fresh quotes for every watched symbol, then every OPEN

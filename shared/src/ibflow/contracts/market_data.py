@@ -29,6 +29,10 @@ class MarketDataRequest(Contract):
 class SubscribeMarketData(MarketDataRequest, Command):
     """Ask the bridge to stream ticks for these symbols (idempotent per requester)."""
 
+    refresh: bool = False
+    """Also re-request the lines already streaming (cancel, then request again), for a
+    requester whose ticks stopped although IB reported no outage (a stale line)."""
+
 
 class UnsubscribeMarketData(MarketDataRequest, Command):
     """Withdraw this requester's interest in these symbols."""
