@@ -479,3 +479,19 @@ class PerformanceSummary(BaseModel):
     total: PerformanceBucket
     by_day: list[PerformanceBucket]
     by_week: list[PerformanceBucket]
+
+
+class PositionLevels(Strict):
+    """A position's new stop loss and/or take profit (watched by position-monitor)."""
+
+    stop_loss: PositivePrice | None = None
+    take_profit: PositivePrice | None = None
+
+
+class TriggerRequest(Strict):
+    """Emit a session event now (admin): why, for which session, and whether to force it
+    outside the session."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    session_date: dt.date | None = None
+    force: bool = False

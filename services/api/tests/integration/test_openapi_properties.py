@@ -21,7 +21,7 @@ from ibflow_api.keys import Scope
 
 from .conftest import Stack
 
-ABSENT_SERVICES = ("/flatten", "/reconciliation", "/session/schedule")
+ABSENT_SERVICES = ("/flatten", "/reconciliation", "/levels", "/session/schedule", "/trigger")
 """Operations served by position-monitor and the scheduler, which this stack does not
 run: their documented 503 ``no_responders`` is the right answer here, not a bug."""
 

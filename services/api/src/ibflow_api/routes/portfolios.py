@@ -17,7 +17,9 @@ from ibflow.contracts import (
     RequestSessionSchedule,
     ResumeTrading,
     SessionScheduleReported,
+    SetPositionLevels,
     SubmitRecommendations,
+    TriggerSessionEvent,
 )
 from ibflow.db import transaction
 from ibflow_api import repository as repo
@@ -37,11 +39,13 @@ from ibflow_api.schemas import (
     Portfolio,
     PortfolioCreate,
     PortfolioUpdate,
+    PositionLevels,
     RecommendationOut,
     RecommendationsSubmit,
     ReconciliationReport,
     RiskLimits,
     Transaction,
+    TriggerRequest,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["portfolios"])
@@ -56,6 +60,8 @@ Cursor = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=repo.MAX_PAGE)]
 Symbol = Annotated[str | None, Query(min_length=1, max_length=32)]
+PositionIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+EventName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 async def _existing(ctx: Services, portfolio_id: str) -> Portfolio:
@@ -408,3 +414,51 @@ async def session_schedule(
     """The scheduler's plan for a session (default: today's or the next)."""
     cmd = RequestSessionSchedule(session_date=session_date)
     return await send(ctx, subjects.REQUEST_SESSION_SCHEDULE, cmd, SessionScheduleReported)
+
+
+@router.put("/portfolios/{portfolio_id}/positions/{position_id}/levels", responses=COMMAND)
+async def set_position_levels(
+    body: PositionLevels,
+    ctx: Ctx,
+    key: TradeKey,
+    portfolio_id: PortfolioId,
+    position_id: PositionIdPath,
+) -> CommandResponse:
+    """Move a position's stop loss and/or take profit (position-monitor)."""
+    if body.stop_loss is None and body.take_profit is None:
+        raise ApiError(422, "invalid_request", "body: give stop_loss and/or take_profit")
+    await _existing(ctx, portfolio_id)
+    cmd = SetPositionLevels(
+        portfolio_id=portfolio_id,
+        position_id=position_id,
+        stop_loss=body.stop_loss,
+        take_profit=body.take_profit,
+        requested_by=key.actor,
+    )
+    answer = await send_audited(
+        ctx, key, subjects.SET_POSITION_LEVELS, cmd, CommandAccepted, portfolio_id=portfolio_id
+    )
+    return _accepted(answer)
+
+
+@router.post(
+    "/session/events/{name}/trigger",
+    tags=["session"],
+    responses=responses(401, 403, 404, 409, 502, 503, 504),
+)
+async def trigger_session_event(
+    body: TriggerRequest, ctx: Ctx, key: AdminKey, name: EventName
+) -> CommandResponse:
+    """Emit a session event now (admin; the scheduler refuses unknown names and, unless
+    forced, entry events outside the session)."""
+    cmd = TriggerSessionEvent(
+        name=name,
+        session_date=body.session_date,
+        reason=body.reason,
+        force=body.force,
+        requested_by=key.actor,
+    )
+    answer = await send_audited(
+        ctx, key, subjects.TRIGGER_SESSION_EVENT, cmd, CommandAccepted, portfolio_id=None
+    )
+    return _accepted(answer)
