@@ -162,7 +162,8 @@ async def test_refresh_re_requests_a_streaming_line_and_ticks_keep_coming(
     before = _sim_request_ids(gateway_sim)
 
     refreshed = await _send(
-        nc, SubscribeMarketData(portfolio_id=p, symbols=("AAPL",), requested_by="tester", refresh=True)
+        nc,
+        SubscribeMarketData(portfolio_id=p, symbols=("AAPL",), requested_by="tester", refresh=True),
     )
 
     assert refreshed.detail is not None
