@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import importlib.metadata
 import importlib.util
 import json
@@ -40,12 +41,18 @@ import re
 import signal
 import sys
 import sysconfig
+import threading
 import time
+import urllib.error
+import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -74,24 +81,50 @@ DEFAULT_PG_PORT: Final = 5433
 STREAMS: Final = (EVENTS_STREAM, DEAD_LETTER_STREAM)
 
 _PROBES: Final = "/metrics /healthz /readyz"
-PROCESS_PORTS: Final[Mapping[str, tuple[tuple[int, str], ...]]] = {
-    "gateway-sim": (
-        (4002, "TWS API (--port in the Procfile)"),
-        (4010, "control API (--control-port in the Procfile)"),
-    ),
-    "gateway-bridge": ((9101, _PROBES),),
-    "order-manager": ((9102, _PROBES),),
-    "position-monitor": ((9103, _PROBES),),
-    "scheduler": ((9104, _PROBES),),
-    "api": ((9105, _PROBES),),
-}
-"""Ports each Procfile process listens on (the services' default ``http_port``).
 
-Checked before anything starts, so a busy port is reported with who wanted it.
+
+@dataclass(frozen=True, slots=True)
+class ProcessPort:
+    """A port a Procfile process listens on, and the variable that sets it.
+
+    The launcher exports ``variable`` (its value from the environment, else
+    ``default``) to every process; the ``Procfile`` passes it on to the process.
+    """
+
+    variable: str
+    default: int
+    purpose: str
+
+
+PROCESS_PORTS: Final[Mapping[str, tuple[ProcessPort, ...]]] = {
+    "gateway-sim": (
+        ProcessPort("IBFLOW_DEV_SIM_PORT", 4002, "TWS API"),
+        ProcessPort("IBFLOW_DEV_SIM_CONTROL_PORT", 4010, "control API"),
+    ),
+    "gateway-bridge": (ProcessPort("IBFLOW_DEV_BRIDGE_HTTP_PORT", 9101, _PROBES),),
+    "order-manager": (ProcessPort("IBFLOW_DEV_ORDER_MANAGER_HTTP_PORT", 9102, _PROBES),),
+    "position-monitor": (ProcessPort("IBFLOW_DEV_POSITION_MONITOR_HTTP_PORT", 9103, _PROBES),),
+    "scheduler": (ProcessPort("IBFLOW_DEV_SCHEDULER_HTTP_PORT", 9104, _PROBES),),
+    "api": (ProcessPort("IBFLOW_API_PORT", 8000, "REST API, /docs, /ws, " + _PROBES),),
+}
+"""Ports each Procfile process listens on (the services' default ``http_port``; the
+api's is ``IBFLOW_API_PORT``, which it reads itself).
+
+Checked before anything starts, so a busy port is reported with who wanted it and the
+variable that moves it.
 """
+
+SIM_PORT_VAR: Final = "IBFLOW_DEV_SIM_PORT"
+API_PORT_VAR: Final = "IBFLOW_API_PORT"
+DATA_DIR_VAR: Final = "IBFLOW_DEV_DATA_DIR"
+API_KEY_FILE: Final = "api-key"
+DEMO_PORTFOLIO: Final = "demo"
 
 PER_PROCESS_VARS: Final = ("IBFLOW_HTTP_PORT", "IBFLOW_SERVICE_NAME")
 """Not passed on to the services: each has its own default, one shared value would clash."""
+
+READY_WAIT_SECONDS: Final = 120.0
+"""How long the launcher waits for the api's ``/readyz`` before printing the banner anyway."""
 
 KILL_MARGIN_SECONDS: Final = 5.0
 """Extra time, beyond the services' shutdown grace, before honcho sends SIGKILL."""
@@ -230,13 +263,36 @@ def read_procfile(path: Path) -> dict[str, str]:
     return processes
 
 
-def check_ports(nats_port: int, pg_port: int, processes: Sequence[str]) -> None:
-    """Raise :class:`PortInUseError` naming the first busy port and what wanted it."""
-    ensure_port_free(nats_port, f"nats-server ({NATS_PORT_VAR})")
-    ensure_port_free(pg_port, f"PostgreSQL ({PG_PORT_VAR})")
+def process_ports(processes: Sequence[str]) -> dict[str, int]:
+    """``variable -> port`` of every port the ``processes`` listen on (env, else default).
+
+    Raises :class:`DevstackError` naming a variable that is not a port number, or two
+    variables given the same port.
+    """
+    ports: dict[str, int] = {}
     for name in processes:
-        for port, purpose in PROCESS_PORTS.get(name, ()):
-            ensure_port_free(port, f"{name} {purpose}")
+        for entry in PROCESS_PORTS.get(name, ()):
+            ports[entry.variable] = _port_from_env(entry.variable, entry.default)
+    seen: dict[int, str] = {}
+    for variable, port in ports.items():
+        if port in seen:
+            raise DevstackError(f"{variable} and {seen[port]} are both port {port}")
+        seen[port] = variable
+    return ports
+
+
+def check_ports(nats_port: int, pg_port: int, processes: Sequence[str]) -> None:
+    """Raise :class:`PortInUseError` naming the first busy port, what wanted it and the
+    variable that moves it."""
+    ensure_port_free(nats_port, f"nats-server (set {NATS_PORT_VAR} to use another port)")
+    ensure_port_free(pg_port, f"PostgreSQL (set {PG_PORT_VAR} to use another port)")
+    ports = process_ports(processes)
+    for name in processes:
+        for entry in PROCESS_PORTS.get(name, ()):
+            ensure_port_free(
+                ports[entry.variable],
+                f"{name} {entry.purpose} (set {entry.variable} to use another port)",
+            )
 
 
 def migration_packages() -> list[str]:
@@ -265,7 +321,7 @@ async def _provision_streams(nats_url: str) -> None:
 
 DEMO_PORTFOLIO_SQL: Final = """
 INSERT INTO portfolios (id, name, broker_host, broker_port, client_id, account, cash)
-VALUES ('demo', 'Demo portfolio (gateway-sim)', '127.0.0.1', 4002, 1, 'DU1234567', 1000000)
+VALUES ('demo', 'Demo portfolio (gateway-sim)', '127.0.0.1', $1, 1, 'DU1234567', 1000000)
 ON CONFLICT (id) DO NOTHING
 """
 """The demo portfolio ``make run`` trades: paper, on the simulator's port, client id 1."""
@@ -295,24 +351,134 @@ ON CONFLICT (symbol) DO NOTHING
 """
 
 
-async def seed_demo_portfolio(database_url: str) -> bool:
-    """Create the demo portfolio and the simulator's instruments unless they exist;
-    False when there is no portfolios table."""
+DEMO_RECOMMENDATIONS: Final = (
+    # symbol, quantity, stop loss, take profit (the simulator starts AAPL at 190,
+    # MSFT at 410, SPY at 510)
+    ("AAPL", "20", "180.00", "200.00"),
+    ("MSFT", "10", "395.00", "425.00"),
+    ("SPY", "5", "495.00", "525.00"),
+)
+"""Market buys for the demo portfolio's next morning entry, with stops and targets."""
+
+DEMO_RECOMMENDATIONS_SQL: Final = """
+INSERT INTO recommendations
+    (portfolio_id, session_date, symbol, side, quantity, entry_type, stop_loss, take_profit,
+     source)
+SELECT 'demo', $1, symbol, 'BUY', quantity, 'MKT', stop_loss, take_profit, 'operator'
+FROM unnest($2::text[], $3::numeric[], $4::numeric[], $5::numeric[])
+    AS t(symbol, quantity, stop_loss, take_profit)
+WHERE NOT EXISTS (SELECT 1 FROM recommendations WHERE portfolio_id = 'demo')
+ON CONFLICT DO NOTHING
+"""
+
+NEW_YORK: Final = ZoneInfo("America/New_York")
+MORNING_ENTRY: Final = dt.time(9, 15)
+
+
+def next_entry_session(now: dt.datetime | None = None) -> dt.date:
+    """The date of the next morning entry (09:15 New York) on the NYSE calendar.
+
+    Today when it is a session and 09:15 has not passed in New York, else the next
+    session. Without ``exchange_calendars`` (the scheduler's dependency), weekdays.
+    """
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(NEW_YORK)
+    day = local.date() if local.time() < MORNING_ENTRY else local.date() + dt.timedelta(days=1)
+    try:
+        import exchange_calendars  # noqa: PLC0415 - optional, slow to import
+
+        with warnings.catch_warnings():  # pandas deprecations inside exchange_calendars
+            warnings.simplefilter("ignore")
+            calendar = exchange_calendars.get_calendar("XNYS")
+            session = calendar.date_to_session(day.isoformat(), direction="next")
+        return dt.date(session.year, session.month, session.day)
+    except Exception:  # not installed, or outside the calendar's range
+        while day.weekday() >= 5:
+            day += dt.timedelta(days=1)
+        return day
+
+
+async def seed_demo_portfolio(database_url: str, *, sim_port: int = 4002) -> bool:
+    """Create the demo portfolio (on the simulator at ``sim_port``), the simulator's
+    instruments and, the first time, a few recommendations for the next morning entry,
+    unless they exist; False when there is no portfolios table."""
     conn = await asyncpg.connect(database_url)
     try:
         if await conn.fetchval("SELECT to_regclass('portfolios')") is None:
             return False
-        await conn.execute(DEMO_PORTFOLIO_SQL)
+        await conn.execute(DEMO_PORTFOLIO_SQL, sim_port)
         if await conn.fetchval("SELECT to_regclass('instruments')") is not None:
             symbols, con_ids, exchanges = zip(*DEMO_INSTRUMENTS, strict=True)
             await conn.execute(DEMO_INSTRUMENTS_SQL, list(symbols), list(con_ids), list(exchanges))
+        if await conn.fetchval("SELECT to_regclass('recommendations')") is not None:
+            symbols, quantities, stops, targets = zip(*DEMO_RECOMMENDATIONS, strict=True)
+            await conn.execute(
+                DEMO_RECOMMENDATIONS_SQL,
+                next_entry_session(),
+                list(symbols),
+                [Decimal(q) for q in quantities],
+                [Decimal(p) for p in stops],
+                [Decimal(p) for p in targets],
+            )
         return True
     finally:
         await conn.close()
 
 
-def prepare(nats_url: str, database_url: str) -> None:
-    """Apply every migration, seed the demo portfolio and provision the streams."""
+@dataclass(frozen=True, slots=True)
+class ApiKeyOutcome:
+    """What :func:`ensure_api_key` did: ``secret`` is set only for a key created now."""
+
+    path: Path
+    key_id: str
+    secret: str | None
+
+
+async def _api_key(database_url: str, presented: str | None) -> tuple[str, str | None] | None:
+    """``(key id, secret if created now)``: the presented key if the database accepts
+    it, else a new ``admin`` key; ``None`` without the api package or its table."""
+    try:
+        from ibflow_api.keys import Scope, create_key, verify_key  # noqa: PLC0415
+    except ImportError:
+        return None
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("SELECT to_regclass('api_keys')") is None:
+            return None
+        if presented:
+            key = await verify_key(conn, presented)
+            if key is not None:
+                return key.id, None
+        created = await create_key(conn, "make run", Scope.ADMIN, created_by="ibflow-devstack")
+        return created.key.id, created.secret
+    finally:
+        await conn.close()
+
+
+def ensure_api_key(database_url: str, path: Path) -> ApiKeyOutcome | None:
+    """The dev stack's API key: kept when ``path`` holds a key the database accepts,
+    else a new ``admin`` key written to ``path`` (mode 0600). ``None`` without the api
+    package. The secret is returned only when created, to be printed once."""
+    try:
+        presented: str | None = path.read_text().strip()
+    except OSError:
+        presented = None
+    result = asyncio.run(_api_key(database_url, presented))
+    if result is None:
+        return None
+    key_id, secret = result
+    if secret is not None:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secret + "\n")
+    return ApiKeyOutcome(path, key_id, secret)
+
+
+def prepare(
+    nats_url: str, database_url: str, *, sim_port: int = 4002, key_file: Path | None = None
+) -> ApiKeyOutcome | None:
+    """Apply every migration, seed the demo portfolio, provision the streams and (with
+    ``key_file``) make sure there is an API key; what :func:`ensure_api_key` did."""
     packages = migration_packages()
     applied = asyncio.run(apply_migrations(database_url, *packages))
     log.info(
@@ -320,17 +486,31 @@ def prepare(nats_url: str, database_url: str) -> None:
         ", ".join(packages),
         f"{len(applied)} applied" if applied else "up to date",
     )
-    if asyncio.run(seed_demo_portfolio(database_url)):
-        log.info("demo portfolio: 'demo' on gateway-sim 127.0.0.1:4002, client id 1")
+    if asyncio.run(seed_demo_portfolio(database_url, sim_port=sim_port)):
+        log.info("demo portfolio: 'demo' on gateway-sim %s:%d, client id 1", LOOPBACK, sim_port)
     asyncio.run(_provision_streams(nats_url))
+    if key_file is None:
+        return None
+    outcome = ensure_api_key(database_url, key_file)
+    if outcome is not None:
+        log.info(
+            "API key %s: %s",
+            outcome.key_id,
+            "created" if outcome.secret is not None else f"kept (in {outcome.path})",
+        )
+    return outcome
 
 
-def service_environment(nats_url: str, database_url: str) -> dict[str, str]:
-    """The environment of the Procfile processes."""
+def service_environment(
+    nats_url: str, database_url: str, ports: Mapping[str, int] | None = None
+) -> dict[str, str]:
+    """The environment of the Procfile processes (``ports``: ``variable -> port``)."""
     env = dict(os.environ)
     for variable in PER_PROCESS_VARS:
         if env.pop(variable, None) is not None:
             log.warning("%s is not passed on: each service uses its own default", variable)
+    for variable, port in (ports or {}).items():
+        env[variable] = str(port)
     env["IBFLOW_NATS_URL"] = nats_url
     env["IBFLOW_DATABASE_URL"] = database_url
     env.setdefault("IBFLOW_LOG_FORMAT", "text")
@@ -378,8 +558,11 @@ class _Infrastructure:
     """The embedded servers of one run, stopped in reverse order."""
 
     state_dir: Path
+    sim_port: int = 4002
+    with_api_key: bool = False
     nats: NatsServer | None = None
     pg: PostgresServer | None = None
+    api_key: ApiKeyOutcome | None = None
 
     @property
     def nats_url(self) -> str:
@@ -406,7 +589,10 @@ class _Infrastructure:
         _save_state(self.state_dir, pids)
         log.info("PostgreSQL %s (data %s)", self.database_url, self.pg.data_dir)
         signals.check()
-        prepare(self.nats_url, self.database_url)
+        key_file = self.state_dir / API_KEY_FILE if self.with_api_key else None
+        self.api_key = prepare(
+            self.nats_url, self.database_url, sim_port=self.sim_port, key_file=key_file
+        )
         signals.check()
 
     def stop(self) -> None:
@@ -420,11 +606,77 @@ class _Infrastructure:
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def _run_services(processes: Mapping[str, str], infra: _Infrastructure, root: Path) -> int:
+def banner(
+    ports: Mapping[str, int], nats_url: str, api_key: ApiKeyOutcome | None, *, ready: bool
+) -> str:
+    """What to tell the person who typed ``make run``: URLs, the key, the next commands.
+
+    The key's secret appears only when it was created by this run (shown once)."""
+    api = f"http://{LOOPBACK}:{ports[API_PORT_VAR]}" if API_PORT_VAR in ports else None
+    metrics = [f"http://{LOOPBACK}:{port}/metrics" for var, port in ports.items() if "HTTP" in var]
+    lines = ["", "=" * 72, "ibflow is up" if ready else "ibflow is starting (not ready yet)"]
+    if api is not None:
+        lines += [f"  API      {api}", f"  docs     {api}/docs", f"  metrics  {api}/metrics"]
+    lines += [f"           {url}" for url in metrics]
+    lines.append(f"  NATS     {nats_url}   (the ibflow CLI: IBFLOW_NATS_URL={nats_url})")
+    if api_key is not None:
+        if api_key.secret is not None:
+            lines.append(f"  API key  {api_key.secret}")
+            lines.append(
+                f"           (admin scope, shown once, saved in {api_key.path}, mode 0600)"
+            )
+        else:
+            lines.append(f"  API key  id {api_key.key_id}, in {api_key.path}")
+    if api is not None:
+        key_file = api_key.path if api_key is not None else "<key file>"
+        lines.append(f'  try      curl -H "X-API-Key: $(cat {key_file})" {api}/portfolios')
+    lines += [
+        "           uv run ibflow status",
+        "           uv run ibflow orders place demo BUY 10 AAPL",
+        "  Ctrl-C stops everything; the data stays in the data directory for the next run.",
+        "=" * 72,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _announce_when_ready(
+    ports: Mapping[str, int], nats_url: str, api_key: ApiKeyOutcome | None, within: float
+) -> threading.Thread:
+    """Print :func:`banner` once the api answers ``/readyz`` (or after ``within`` s)."""
+
+    def ready() -> bool:
+        port = ports.get(API_PORT_VAR)
+        if port is None:
+            return True
+        try:
+            url = f"http://{LOOPBACK}:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def watch() -> None:
+        deadline = time.monotonic() + within
+        while not (up := ready()) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        sys.stdout.write(banner(ports, nats_url, api_key, ready=up) + "\n")
+        sys.stdout.flush()
+
+    thread = threading.Thread(target=watch, name="devstack-banner", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_services(
+    processes: Mapping[str, str], ports: Mapping[str, int], infra: _Infrastructure, root: Path
+) -> int:
     for name in processes:
-        for port, purpose in PROCESS_PORTS.get(name, ()):
-            log.info("%s: %s on %s:%d", name, purpose, LOOPBACK, port)
-    env = service_environment(infra.nats_url, infra.database_url)
+        for entry in PROCESS_PORTS.get(name, ()):
+            port = ports[entry.variable]
+            log.info("%s: %s on %s:%d", name, entry.purpose, LOOPBACK, port)
+    env = service_environment(infra.nats_url, infra.database_url, ports)
+    _announce_when_ready(ports, infra.nats_url, infra.api_key, within=READY_WAIT_SECONDS)
     returncode = run_processes(processes, env, root)
     if returncode in {128 + signal.SIGINT, 128 + signal.SIGTERM}:
         return 0
@@ -432,18 +684,29 @@ def _run_services(processes: Mapping[str, str], infra: _Infrastructure, root: Pa
     return returncode or 1
 
 
+def data_dir(root: Path) -> Path:
+    """Where the run keeps its data: ``IBFLOW_DEV_DATA_DIR``, else ``<root>/.ibflow``."""
+    raw = os.environ.get(DATA_DIR_VAR, "").strip()
+    return (root / raw) if raw else root / STATE_DIR
+
+
 def devstack(root: Path, *, procfile: Path, infra_only: bool = False) -> int:
     """Start everything under ``root`` and stop it all on Ctrl-C; the exit status."""
     nats_port = _port_from_env(NATS_PORT_VAR, DEFAULT_NATS_PORT)
     pg_port = _port_from_env(PG_PORT_VAR, DEFAULT_PG_PORT)
     processes = {} if infra_only else read_procfile(procfile)
-    state_dir = root / STATE_DIR
+    ports = process_ports(list(processes))
+    state_dir = data_dir(root)
     state_dir.mkdir(parents=True, exist_ok=True)
     _stop_leftovers(state_dir)
     check_ports(nats_port, pg_port, list(processes))
 
     signals = _Signals()
-    infra = _Infrastructure(state_dir)
+    infra = _Infrastructure(
+        state_dir,
+        sim_port=ports.get(SIM_PORT_VAR, _port_from_env(SIM_PORT_VAR, 4002)),
+        with_api_key=API_PORT_VAR in ports,
+    )
     status = 0
     try:
         with signals.deferred():
@@ -451,7 +714,7 @@ def devstack(root: Path, *, procfile: Path, infra_only: bool = False) -> int:
         if infra_only:
             _wait_for_signal()
         else:
-            status = _run_services(processes, infra, root)
+            status = _run_services(processes, ports, infra, root)
     except _Stop:
         pass
     finally:
