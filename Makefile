@@ -42,13 +42,8 @@ test: lint typecheck pytest ## lint + type check + all tests
 run: sync ## start the whole system on the embedded default (Ctrl-C stops it)
 	$(UV_RUN) ibflow-devstack
 
-bench: sync ## benchmarks (see bench/README.md)
-	$(UV_RUN) python bench/publish_consume_commit.py
-	$(UV_RUN) python bench/gateway_sim.py
-	$(UV_RUN) python bench/gateway_bridge.py
-	$(UV_RUN) python bench/order_manager.py
-	$(UV_RUN) python bench/position_monitor.py
-	$(UV_RUN) python bench/api.py
+bench: sync ## the whole system against its measured floor, one run (docs/performance.md; BENCH_ARGS=--quick)
+	$(UV_RUN) python bench/run.py $(BENCH_ARGS)
 
 schemas: sync ## regenerate shared/schemas/v1 and docs/events.md after a contract change
 	$(UV_RUN) python -m ibflow.contracts.schemas --write

@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -71,6 +72,17 @@ from latency import Summary
 RESULTS = Path(__file__).parent / "results"
 PORTFOLIO = gb.PORTFOLIO
 HOLDINGS = 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _shown(summary: Summary) -> Summary:
+    """A summary without its samples (``bench/run.py`` keeps them for its plots)."""
+    return {k: v for k, v in summary.items() if k != "samples_ms"}
 
 
 def service_environment(
@@ -236,12 +248,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 base_url=base_url, headers={"X-API-Key": key}, timeout=30
             ) as http:
                 place = await bench_place(http, tap, args.orders, args.rate)
-            print(place[0], flush=True)
+            print(_shown(place[0]), flush=True)
             direct = await gb.bench_direct(sim_port, args.orders, args.rate)
-            print(direct, flush=True)
+            print(_shown(direct), flush=True)
             await store_positions(nc, HOLDINGS)
+            api_pid = children[-1].pid
+            cpu_before = cpu_seconds(api_pid)
             positions = await bench_positions(base_url, key, args.clients, args.seconds)
-            print(positions, flush=True)
+            positions["api_cpu_ms_per_request"] = round(
+                (cpu_seconds(api_pid) - cpu_before) * 1000 / max(positions["requests"], 1), 2
+            )
+            print(_shown(positions), flush=True)
             for child in children:
                 child.check_alive()
         finally:
@@ -296,7 +313,8 @@ def main() -> None:
     p = results["positions"]
     print(
         f"\n{p['scenario']}: {p['requests_per_s']} req/s over {p['requests']} requests,"
-        f" p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, bad answers {p['bad_answers']}"
+        f" p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, api CPU {p['api_cpu_ms_per_request']}"
+        f" ms/request, bad answers {p['bad_answers']}"
     )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

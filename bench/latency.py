@@ -9,6 +9,10 @@ from typing import Any
 Summary = dict[str, Any]
 """One scenario's figures, as printed and written to ``bench/results``."""
 
+KEEP_SAMPLES = False
+"""Set by ``bench/run.py``: every summary also carries its samples (``samples_ms``, in
+the order given), for the plots of the latency distributions."""
+
 
 def summarise(name: str, samples_ms: Sequence[float], *, count_key: str) -> Summary:
     """p50/p90/p99/max/mean of ``samples_ms``; given in sending order, also the p50 of
@@ -17,7 +21,7 @@ def summarise(name: str, samples_ms: Sequence[float], *, count_key: str) -> Summ
     ordered = sorted(samples_ms)
     q = statistics.quantiles(ordered, n=100, method="inclusive")
     tenth = max(len(samples_ms) // 10, 1)
-    return {
+    summary: Summary = {
         "scenario": name,
         count_key: len(ordered),
         "p50_ms": round(q[49], 3),
@@ -28,3 +32,6 @@ def summarise(name: str, samples_ms: Sequence[float], *, count_key: str) -> Summ
         "first_10pct_p50_ms": round(statistics.median(samples_ms[:tenth]), 3),
         "last_10pct_p50_ms": round(statistics.median(samples_ms[-tenth:]), 3),
     }
+    if KEEP_SAMPLES:
+        summary["samples_ms"] = [round(x, 3) for x in samples_ms]
+    return summary

@@ -35,6 +35,7 @@ import asyncpg
 import nats
 from nats.js import JetStreamContext
 
+import latency
 from ibflow.bus import ConsumerRunner, Subscriber, provision, publish
 from ibflow.bus.specs import ConsumerSpec, StreamSpec
 from ibflow.bus.subjects import DEAD_LETTER_STREAM
@@ -95,7 +96,7 @@ def summarise(name: str, samples_ms: list[float], seconds: float) -> Summary:
         "p99_ms": round(q[98], 3),
         "max_ms": round(ordered[-1], 3),
         "mean_ms": round(statistics.fmean(ordered), 3),
-    }
+    } | ({"samples_ms": [round(x, 3) for x in samples_ms]} if latency.KEEP_SAMPLES else {})
 
 
 async def offer(
