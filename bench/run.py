@@ -50,6 +50,7 @@ import api as api_bench
 import floor as floor_bench
 import latency
 import position_monitor as pm_bench
+import profiling
 import system as system_bench
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,7 +65,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "orders": 100,
             "direct_rate": 20.0,
         },
-        "system": {"rate": 200.0, "latency_executions": 1000, "orders": 500, "lots": 20},
+        "system": {
+            "rate": 200.0,
+            "latency_executions": 1000,
+            "orders": 500,
+            "lots": 20,
+            "light_executions": 250,
+            "light_rate": 50.0,
+        },
         "tick_exit": {"samples": 100, "positions": 50, "tick_interval": 0.25, "warmup": 3.0},
         "api": {"orders": 100, "rate": 10.0, "clients": 4, "seconds": 3.0},
     },
@@ -77,7 +85,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "orders": 40,
             "direct_rate": 20.0,
         },
-        "system": {"rate": 200.0, "latency_executions": 300, "orders": 100, "lots": 10},
+        "system": {
+            "rate": 200.0,
+            "latency_executions": 300,
+            "orders": 100,
+            "lots": 10,
+            "light_executions": 100,
+            "light_rate": 50.0,
+        },
         "tick_exit": {"samples": 30, "positions": 50, "tick_interval": 0.25, "warmup": 2.0},
         "api": {"orders": 40, "rate": 10.0, "clients": 4, "seconds": 2.0},
     },
@@ -87,15 +102,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------------- phases
 
 
-async def run_phases(params: dict[str, dict[str, Any]], only: set[str]) -> dict[str, Any]:
-    """Each phase in turn; a phase that fails is recorded and the next one still runs."""
+async def run_phases(
+    params: dict[str, dict[str, Any]], only: set[str], profile_dir: Path | None
+) -> dict[str, Any]:
+    """Each phase in turn; a phase that fails is recorded and the next one still runs.
+    With ``profile_dir``, every phase's processes are recorded by py-spy."""
     phases: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
         "floor": floor_bench.run,
         "system": system_bench.run,
         "tick_exit": pm_bench.main_async,
         "api": api_bench.main_async,
     }
-    results: dict[str, Any] = {"errors": {}, "seconds": {}}
+    results: dict[str, Any] = {"errors": {}, "seconds": {}, "profiles": {}}
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -107,13 +125,27 @@ async def run_phases(params: dict[str, dict[str, Any]], only: set[str]) -> dict[
             loop.add_signal_handler(sig, main_task.cancel)
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()
+        profiler = None
+        phase_args = argparse.Namespace(**params[name])
+        if profile_dir is not None and name == "system":
+            phase_args.profile_dir = profile_dir  # profiled sub-phase by sub-phase
+        elif profile_dir is not None:
+            profiler = profiling.PhaseProfiler(profile_dir, name)
+            await profiler.start()
         try:
-            results[name] = await phase(argparse.Namespace(**params[name]))
+            results[name] = await phase(phase_args)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             traceback.print_exc()
             results["errors"][name] = repr(exc)
+        finally:
+            if profiler is not None:
+                files = await profiler.stop()
+                results["profiles"][name] = {
+                    process: {"file": path} | profiling.summarise(path, profiler.seconds)
+                    for process, path in files.items()
+                }
         results["seconds"][name] = round(time.perf_counter() - started, 1)
     return results
 
@@ -265,6 +297,27 @@ def figures(r: dict[str, Any]) -> list[Figure]:
             floor_label + " max",
         ),
     ]
+    light = _get(sy, "latency_light", "committed") or {}
+    if light:
+        light_rate = _get(sy, "latency_light", "offered_rate")
+        rows += [
+            Figure(
+                "execution_committed_light_p50",
+                f"(context) execution → committed @{light_rate:g}/s, p50",
+                light.get("p50_ms"),
+                "ms",
+                per_msg_p50,
+                floor_label + " p50",
+            ),
+            Figure(
+                "execution_committed_light_p99",
+                f"(context) execution → committed @{light_rate:g}/s, p99",
+                light.get("p99_ms"),
+                "ms",
+                per_msg_p99,
+                floor_label + " p99",
+            ),
+        ]
     burst = sy.get("burst") or {}
     burst_rate = burst.get("executions_per_s")
     executions = burst.get("executions")
@@ -415,8 +468,10 @@ def markdown(rows: list[Figure], results: dict[str, Any], meta: dict[str, Any]) 
         ratio = f"{f.ratio}x" if f.ratio is not None else ""
         lines.append(f"| {f.what} | {shown} | {floor} | {ratio} | {f.target} | {met[f.met]} |")
     sy = results.get("system") or {}
-    lat = sy.get("latency") or {}
-    if lat:
+    for key in ("latency_light", "latency"):
+        lat = sy.get(key) or {}
+        if not lat:
+            continue
         lines += [
             "",
             "Execution → committed, split at the JetStream timestamp of the bridge's"
@@ -425,13 +480,15 @@ def markdown(rows: list[Figure], results: dict[str, Any], meta: dict[str, Any]) 
             f" {_get(lat, 'sim_to_jetstream', 'p99_ms')} ms; stored → committed"
             f" (order-manager) p50 {_get(lat, 'jetstream_to_committed', 'p50_ms')} ms / p99"
             f" {_get(lat, 'jetstream_to_committed', 'p99_ms')} ms; offered"
-            f" {lat.get('offered_rate')}/s, achieved {lat.get('achieved_rate')}/s.",
+            f" {lat.get('offered_rate')}/s, achieved {lat.get('achieved_rate')}/s;"
+            f" CPU and run-queue wait (ms) over the pass: {lat.get('scheduling')}.",
         ]
     if sy.get("burst"):
         lines += [
             "",
             f"Burst CPU, % of one core: {sy['burst'].get('cpu_percent_of_one_core')}"
-            " (the simulator runs inside the bench process).",
+            " (the simulator runs inside the bench process); on a CPU / waiting for one, ms:"
+            f" {sy['burst'].get('scheduling')}.",
         ]
     if sy.get("check_details"):
         lines += ["", f"Exact checks: {sy.get('checks')}", "", f"Books: {sy['check_details']}"]
@@ -450,6 +507,20 @@ def markdown(rows: list[Figure], results: dict[str, Any], meta: dict[str, Any]) 
             f"Tick → exit: {te.get('ticks_per_second_evaluated')} ticks/s evaluated;"
             f" failures {te.get('failures')}.",
         ]
+    profiles = dict(results.get("profiles") or {})
+    for sub, processes in (_get(results, "system", "profiles") or {}).items():
+        profiles[f"system/{sub}"] = processes
+    for phase, processes in profiles.items():
+        lines += ["", f"py-spy, phase {phase} (share of each process's samples on CPU):"]
+        for process, prof in processes.items():
+            if not prof.get("samples"):
+                continue
+            tops = ", ".join(f"{n} {p} %" for n, p in prof["inclusive_percent"][:6])
+            own = ", ".join(f"{n} {p} %" for n, p in prof["self_percent"][:4])
+            lines.append(
+                f"- {process}: busy {prof['busy_percent_of_one_core']} % of a core;"
+                f" inclusive: {tops}; self: {own}"
+            )
     if results.get("errors"):
         lines += ["", f"**Phases that failed**: {results['errors']}"]
     lines += ["", f"Phase seconds: {results.get('seconds')}", ""]
@@ -546,6 +617,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller samples (about 2 min)")
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy every process of every phase (stacks in bench/results/<stamp>-py-spy/)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=("floor", "system", "tick_exit", "api"),
@@ -562,7 +638,8 @@ def main() -> None:
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     started = time.perf_counter()
     try:
-        results = asyncio.run(run_phases(params, set(args.only or ())))
+        profile_dir = RESULTS / f"{stamp}-py-spy" if args.profile else None
+        results = asyncio.run(run_phases(params, set(args.only or ()), profile_dir))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted: every process this run started has been stopped", file=sys.stderr)
         raise SystemExit(130) from None

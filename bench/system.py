@@ -16,16 +16,18 @@ shares, one lot per order per matching run (``fill_lot_size``, ``executions_per_
 
 Phases, in this order, all booked in one portfolio ``bench`` (client id 11):
 
-1. **execution → committed**, ``latency_executions`` (1,000) at ``rate`` (200/s): one BUY
-   LMT order of ``LOT x latency_executions`` AAPL at 150.00, submitted through the
-   order-manager's ``SubmitOrder`` and resting (AAPL at 190). AAPL is moved to 140.00
-   (the first lot fills), then the simulator's matching is run every ``1/rate`` s (one
-   lot, one execution each time). Each sample: the wall clock just before the simulator
-   sends the execDetails → ``pg_xact_commit_timestamp`` of the transaction that inserted
-   the execution's row (``bench_xid xid8 DEFAULT pg_current_xact_id()`` added to
-   ``executions``, as in ``bench/order_manager.py``). Split at the JetStream timestamp of
-   the bridge's ``ExecutionReported`` (same machine clock): simulator → stored by the
-   bridge, stored → committed by the order-manager.
+1. **execution → committed**, ``latency_executions`` (1,000) at ``rate`` (200/s): 1 in 5
+   as many BUY LMT orders of ``5 x LOT`` AAPL, submitted through the order-manager's
+   ``SubmitOrder`` and resting (AAPL at 190) at 170.00, 169.95, 169.90, ... Every
+   ``1/rate`` s the simulator fills one lot: AAPL is moved to just under the next
+   order's limit (that order alone is crossed, its first lot fills), then its matching
+   is run four times (one lot each). Five partial fills per order, one execution at a
+   time, at a steady rate. Each sample: the wall clock just before the simulator sends
+   the execDetails → ``pg_xact_commit_timestamp`` of the transaction that inserted the
+   execution's row (``bench_xid xid8 DEFAULT pg_current_xact_id()`` added to
+   ``executions``, as in ``bench/order_manager.py``). Split at the JetStream timestamp
+   of the bridge's ``ExecutionReported`` (same machine clock): simulator → stored by
+   the bridge, stored → committed by the order-manager.
 2. **pacing**, ``orders`` (500) BUY LMT ``LOT x lots`` AAPL @ 130.00 (resting) submitted at
    once (64 ``SubmitOrder`` requests in flight; the order-manager serves 8 at a time) —
    the morning burst of one portfolio on its one IB connection: placeOrder messages per
@@ -57,6 +59,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -75,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import gateway_bridge as gb
 import latency
+import profiling
 from api import wait_bridge_ready
 from ibflow.bus import provision, request
 from ibflow.bus import subjects as subj
@@ -107,9 +111,81 @@ START_CASH = Decimal(100_000_000)
 SIM_CASH = Decimal(100_000_000)
 LOT = 10
 """Shares per execution at the simulator."""
-LATENCY_LIMIT = Decimal("150.00")
+LATENCY_LOTS = 5
+"""Executions per latency order."""
+LATENCY_STEP = Decimal("0.05")
+"""Latency order k rests at ``top - k * LATENCY_STEP`` (170.00 down, the light pass 185.00
+down): moving AAPL to just under one order's limit crosses that order alone, so every
+matching run fills one lot."""
+LIGHT_TOP = Decimal("185.00")
 BURST_LIMIT = Decimal("130.00")
 SUBMIT_IN_FLIGHT = 64
+
+
+def _family(root: int) -> set[int]:
+    """``root`` and its live descendants (PostgreSQL's backends are the postmaster's)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                raw = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(raw[raw.rindex(")") + 2 :].split()[1])
+    family = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in family and pid not in family:
+                family.add(pid)
+                grew = True
+    return family
+
+
+def _schedstat(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for a CPU) summed over ``pid``'s threads."""
+    on_cpu = waiting = 0
+    with contextlib.suppress(OSError):
+        for task in (Path("/proc") / str(pid) / "task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                fields = (task / "schedstat").read_text().split()
+                on_cpu += int(fields[0])
+                waiting += int(fields[1])
+    return on_cpu, waiting
+
+
+class SchedMeter:
+    """Per process (with its descendants) over a phase: milliseconds on a CPU and
+    milliseconds runnable but waiting for one (``/proc/<pid>/task/*/schedstat``). On
+    two shared cores the second is the time the machine's other work took from it."""
+
+    BENCH = "bench (simulator + driver)"
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes | {self.BENCH: os.getpid()}
+        self.wall = time.perf_counter()
+        self.start = {name: self._sample(name, pid) for name, pid in self.processes.items()}
+
+    def _sample(self, name: str, root: int) -> dict[int, tuple[int, int]]:
+        pids = {root} if name == self.BENCH else _family(root)
+        return {pid: _schedstat(pid) for pid in pids}
+
+    def stop(self, units: int) -> dict[str, Any]:
+        """The figures, and CPU milliseconds per unit (execution) of each process."""
+        wall = time.perf_counter() - self.wall
+        out: dict[str, Any] = {"wall_ms": round(wall * 1000)}
+        total = 0.0
+        for name, pid in self.processes.items():
+            before, after = self.start[name], self._sample(name, pid)
+            cpu = sum(a[0] - before.get(p, (0, 0))[0] for p, a in after.items()) / 1e6
+            wait = sum(a[1] - before.get(p, (0, 0))[1] for p, a in after.items()) / 1e6
+            total += cpu
+            out[name] = {
+                "on_cpu_ms": round(cpu),
+                "waiting_for_cpu_ms": round(wait),
+                "cpu_ms_per_execution": round(cpu / units, 3) if units else None,
+            }
+        out["all_cpu_ms_per_execution"] = round(total / units, 3) if units else None
+        return out
 
 
 class SimProbe:
@@ -191,6 +267,10 @@ class Tap:
         return found
 
 
+def _shown(summary: Summary) -> Summary:
+    return {k: v for k, v in summary.items() if k != "samples_ms"}
+
+
 def submit_command(coid: str, quantity: int, limit: Decimal) -> SubmitOrder:
     return SubmitOrder(
         portfolio_id=PORTFOLIO,
@@ -261,34 +341,56 @@ async def commit_times(db: asyncpg.Connection[Any], like: str) -> dict[str, floa
 
 
 async def phase_latency(
-    nc: NatsClient, db: asyncpg.Connection[Any], probe: SimProbe, tap: Tap, count: int, rate: float
+    nc: NatsClient,
+    db: asyncpg.Connection[Any],
+    probe: SimProbe,
+    tap: Tap,
+    count: int,
+    rate: float,
+    processes: dict[str, int],
+    prefix: str = "lat",
+    top: Decimal = Decimal("170.00"),
 ) -> Summary:
-    coid = "lat-00000"
-    await request(
-        nc, subj.SUBMIT_ORDER, submit_command(coid, LOT * count, LATENCY_LIMIT), CommandAccepted
-    )
+    orders = count // LATENCY_LOTS
+    coids = [f"{prefix}-{k:05d}" for k in range(orders)]
+    limits = [top - LATENCY_STEP * k for k in range(orders)]
+    slots = asyncio.Semaphore(8)
+
+    async def submit(coid: str, limit: Decimal) -> None:
+        async with slots:
+            cmd = submit_command(coid, LOT * LATENCY_LOTS, limit)
+            await request(nc, subj.SUBMIT_ORDER, cmd, CommandAccepted, timeout=60)
+
+    await asyncio.gather(*(submit(c, lim) for c, lim in zip(coids, limits, strict=True)))
 
     async def resting() -> bool:
-        status = await db.fetchval("SELECT status FROM orders WHERE client_order_id = $1", coid)
-        return bool(status == "SUBMITTED")
+        n = await db.fetchval(
+            "SELECT count(*) FROM orders WHERE client_order_id LIKE $1 AND status = 'SUBMITTED'",
+            f"{prefix}-%",
+        )
+        return bool(n == orders)
 
-    await wait_until(resting, 30, f"{coid} SUBMITTED")
+    await wait_until(resting, 60, f"{orders} latency orders SUBMITTED")
     sim = probe.sim
+    sched = SchedMeter(processes)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    sim.set_price(SYMBOL, Decimal("140.00"))  # crosses: the first lot fills
-    for i in range(1, count):
+    for i in range(orders * LATENCY_LOTS):
         await asyncio.sleep(max(start + i / rate - loop.time(), 0))
-        sim.run_matching()
+        k, lot = divmod(i, LATENCY_LOTS)
+        if lot == 0:  # cross order k only: ask = its limit - 0.01, above order k+1's limit
+            sim.set_price(SYMBOL, limits[k] - Decimal("0.02"))
+        else:
+            sim.run_matching()
     offered_s = loop.time() - start
-    await wait_booked(db, coid, count, 1)
-    committed = await commit_times(db, coid)
+    executions = orders * LATENCY_LOTS
+    await wait_booked(db, f"{prefix}-%", executions, orders)
+    scheduling = sched.stop(count)
+    committed = await commit_times(db, f"{prefix}-%")
     stored = tap.executions_stored()
     total, bridge, manager = [], [], []
-    ordered = sorted(
-        (probe.fill_at[e], e) for e in committed if e in probe.fill_at
-    )  # in fill order
-    for filled, exec_id in ordered:
+    ordered = sorted((probe.fill_at[e], e) for e in committed if e in probe.fill_at)
+    for filled, exec_id in ordered:  # in fill order
         total.append((committed[exec_id] - filled) * 1000)
         if exec_id in stored:
             bridge.append((stored[exec_id] - filled) * 1000)
@@ -296,8 +398,11 @@ async def phase_latency(
     name = f"execution -> committed @{rate:g}/s (fill at the simulator -> commit)"
     return {
         "offered_rate": rate,
-        "achieved_rate": round((count - 1) / offered_s, 1) if offered_s else None,
-        "executions": count,
+        "achieved_rate": round((executions - 1) / offered_s, 1) if offered_s else None,
+        "orders": orders,
+        "executions": executions,
+        "executions_seen_at_simulator": sum(1 for e in committed if e in probe.fill_at),
+        "scheduling": scheduling,
         "committed": latency.summarise(name, total, count_key="executions"),
         "sim_to_jetstream": latency.summarise(
             "  fill at the simulator -> ExecutionReported stored (bridge)",
@@ -371,6 +476,7 @@ async def phase_burst(
     executions = orders * lots
     sim = probe.sim
     cpu = CpuMeter(processes)
+    sched = SchedMeter(processes)
     first_fill = time.time()
     started = time.perf_counter()
     sim.set_price(SYMBOL, Decimal("120.00"))
@@ -380,6 +486,7 @@ async def phase_burst(
     generated_s = time.perf_counter() - started
     drained_at, seen = await wait_booked(db, "burst-%", executions, orders)
     cpu_percent = cpu.stop()
+    scheduling = sched.stop(executions)
     committed = await commit_times(db, "burst-%")
     last_commit = max(committed.values()) if committed else first_fill
     to_last = last_commit - first_fill
@@ -393,6 +500,7 @@ async def phase_burst(
         "executions_per_s": round(len(committed) / to_last, 1) if to_last > 0 else None,
         "time_to_drain_s": round(drained_at - started, 3),
         "cpu_percent_of_one_core": cpu_percent,
+        "scheduling": scheduling,
     }
 
 
@@ -400,7 +508,11 @@ async def phase_burst(
 
 
 async def verify(
-    db: asyncpg.Connection[Any], nc: NatsClient, probe: SimProbe, coids: list[str]
+    db: asyncpg.Connection[Any],
+    nc: NatsClient,
+    probe: SimProbe,
+    latency_coids: list[str],
+    coids: list[str],
 ) -> tuple[dict[str, bool], Summary]:
     """ibflow's books against the simulator's own account (module docstring)."""
     state = probe.sim.account_state(ACCOUNT)
@@ -426,7 +538,7 @@ async def verify(
         " WHERE portfolio_id = $1",
         PORTFOLIO,
     )
-    expected_orders = {"lat-00000", *coids}
+    expected_orders = {*latency_coids, *coids}
     bad_orders = [
         o["client_order_id"]
         for o in orders
@@ -567,28 +679,67 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await wait_bridge_ready(nc)
             tap = Tap()
             await tap.start(nc)
-            print(
-                f"system: execution -> committed, {args.latency_executions} at {args.rate:g}/s",
-                flush=True,
-            )
-            result["latency"] = await phase_latency(
-                nc, db, probe, tap, args.latency_executions, args.rate
-            )
-            print(f"  {result['latency']['committed']}", flush=True)
-            print(f"system: pacing, {args.orders} orders submitted at once", flush=True)
-            result["pacing"], coids = await phase_pacing(nc, probe, tap, args.orders, args.lots)
-            print(f"  {result['pacing']}", flush=True)
-            await tap.stop()
-            print(f"system: burst, {args.orders} orders x {args.lots} lots", flush=True)
             processes = {c.name: c.pid for c in children} | {
                 "postgres": pg.process.pid,
                 "nats-server": nats_server.process.pid,
             }
-            result["burst"] = await phase_burst(db, probe, args.orders, args.lots, processes)
+            profile_dir: Path | None = getattr(args, "profile_dir", None)
+            result["profiles"] = {}
+
+            async def profiled(label: str, phase: Any) -> Any:
+                """Run ``phase``, with py-spy on every process if profiling."""
+                if profile_dir is None:
+                    return await phase
+                profiler = profiling.PhaseProfiler(profile_dir, f"system-{label}")
+                await profiler.start()
+                try:
+                    return await phase
+                finally:
+                    files = await profiler.stop()
+                    result["profiles"][label] = {
+                        name: {"file": path} | profiling.summarise(path, profiler.seconds)
+                        for name, path in files.items()
+                    }
+
+            light = getattr(args, "light_executions", 0)
+            if light:
+                light_rate = getattr(args, "light_rate", 50.0)
+                print(f"system: execution -> committed, {light} at {light_rate:g}/s", flush=True)
+                result["latency_light"] = await profiled(
+                    "latency-light",
+                    phase_latency(
+                        nc, db, probe, tap, light, light_rate, processes, "light", LIGHT_TOP
+                    ),
+                )
+                print(f"  {_shown(result['latency_light']['committed'])}", flush=True)
+            print(
+                f"system: execution -> committed, {args.latency_executions} at {args.rate:g}/s",
+                flush=True,
+            )
+            result["latency"] = await profiled(
+                "latency",
+                phase_latency(nc, db, probe, tap, args.latency_executions, args.rate, processes),
+            )
+            print(f"  {_shown(result['latency']['committed'])}", flush=True)
+            print(f"system: pacing, {args.orders} orders submitted at once", flush=True)
+            result["pacing"], coids = await profiled(
+                "pacing", phase_pacing(nc, probe, tap, args.orders, args.lots)
+            )
+            print(f"  {result['pacing']}", flush=True)
+            await tap.stop()
+            print(f"system: burst, {args.orders} orders x {args.lots} lots", flush=True)
+            result["burst"] = await profiled(
+                "burst", phase_burst(db, probe, args.orders, args.lots, processes)
+            )
             print(f"  {result['burst']}", flush=True)
             for child in children:
                 child.check_alive()
-            checks, details = await verify(db, nc, probe, coids)
+            latency_coids = [f"lat-{k:05d}" for k in range(result["latency"]["orders"])]
+            if "latency_light" in result:
+                latency_coids += [
+                    f"light-{k:05d}" for k in range(result["latency_light"]["orders"])
+                ]
+            checks, details = await verify(db, nc, probe, latency_coids, coids)
             result["checks"] = checks
             result["check_details"] = details
             result["exact"] = all(checks.values())
@@ -615,6 +766,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-executions", type=int, default=1000, help="latency: executions")
     parser.add_argument("--orders", type=int, default=500, help="pacing/burst: orders")
     parser.add_argument("--lots", type=int, default=20, help="burst: executions per order")
+    parser.add_argument(
+        "--light-executions", type=int, default=250, help="second latency pass (0: none)"
+    )
+    parser.add_argument("--light-rate", type=float, default=50.0, help="second pass: rate")
 
 
 def main() -> None:
