@@ -10,7 +10,6 @@ stores no positions key: that one is flat).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Final
 
@@ -70,8 +69,8 @@ class BridgeState:
         if not data:
             return None
         try:
-            return _ACCOUNTS.validate_python(json.loads(data))
-        except (ValidationError, ValueError) as exc:
+            return _ACCOUNTS.validate_json(data)
+        except ValidationError as exc:
             log.warning("unreadable account state of %s: %s", portfolio_id, exc)
             return None
 
@@ -81,7 +80,7 @@ class BridgeState:
         if not data:
             return None
         try:
-            return _POSITIONS.validate_python(json.loads(data))
-        except (ValidationError, ValueError) as exc:
+            return _POSITIONS.validate_json(data)
+        except ValidationError as exc:
             log.warning("unreadable positions state of %s: %s", portfolio_id, exc)
             return None

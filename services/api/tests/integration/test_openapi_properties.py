@@ -67,6 +67,9 @@ def _run(raw: dict[str, Any], base_url: str, key: str) -> list[str]:
             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
         )
         def check(case: schemathesis.Case) -> None:
+            if case.path.startswith("/api/v1/portfolios") and isinstance(case.body, dict):
+                # generated portfolios stay disabled: the bridge is not to dial random hosts
+                case.body["enabled"] = False
             response = case.call(base_url=base_url, headers={"X-API-Key": key}, timeout=30)
             case.validate_response(response, checks=CHECKS)
 

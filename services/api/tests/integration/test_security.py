@@ -93,7 +93,13 @@ async def test_websocket_accepts_a_key_sent_as_its_first_message(stack: Stack) -
 
 async def test_scopes_read_cannot_trade_trade_cannot_administer(stack: Stack) -> None:
     ticket = {"symbol": "AAPL", "action": "BUY", "quantity": 1, "order_type": "MKT"}
-    new_portfolio = {"id": "second", "name": "second", "broker_port": 4002, "client_id": 52}
+    new_portfolio = {
+        "id": "second",
+        "name": "second",
+        "broker_port": 4002,
+        "client_id": 52,
+        "enabled": False,
+    }  # disabled: the bridge must not try to connect it
     async with stack.client(Scope.READ) as reader:
         assert (await reader.get("/api/v1/ib/orders")).status_code == 200
         refused = await reader.post("/api/v1/ib/orders/place", json=ticket)
