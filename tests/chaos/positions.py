@@ -81,12 +81,12 @@ async def assert_positions_match_the_broker(
     fills = stack.broker_fills(POS_ACCOUNT)
     for symbol in symbols:
         row = rows[symbol]
-        pid = position_id(symbol)
+        pid = row["id"]
         assert row["status"] == "CLOSED", (pid, row["status"])
         assert row["quantity"] == 0
         assert row["exit_client_order_ids"] == [f"exit:{pid}"], row["exit_client_order_ids"]
         refs = sorted(o.request.order_ref for o in broker_orders if o.symbol == symbol)
-        assert refs == sorted([f"entry:{pid}", f"exit:{pid}"]), refs
+        assert refs == sorted([row["entry_client_order_id"], f"exit:{pid}"]), refs
         mine = [f for f in fills if f.execution.symbol == symbol]
         sold = sum(
             (f.execution.shares * f.execution.price for f in mine if f.execution.side == "SLD"),
@@ -101,6 +101,15 @@ async def assert_positions_match_the_broker(
         assert row["realized_pnl"] == sold - bought - commissions, (pid, row["realized_pnl"])
     assert stack.broker_positions(POS_ACCOUNT) == {}
     return [rows[s] for s in symbols]
+
+
+def position_orders(rows: Iterable[dict[str, Any]]) -> set[str]:
+    """The client order ids of these positions' entries and exits."""
+    return {
+        coid
+        for row in rows
+        for coid in (row["entry_client_order_id"], *row["exit_client_order_ids"])
+    }
 
 
 class Ticker:
