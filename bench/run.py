@@ -12,8 +12,9 @@ Four phases, one after the other, each starting what it measures from scratch
    executions/s; pacing (a morning burst of ``--orders`` orders on the portfolio's one
    connection); the burst of ``--orders x --lots`` executions, fully booked and checked
    exact against the simulator's own account.
-3. **tick → exit** (``bench/position_monitor.py``): 50 open positions ticking, a price
-   through a stop at the simulator → the exit order received by the simulator.
+3. **tick → exit** (``bench/tick_exit.py``): gateway-bridge, order-manager and
+   position-monitor as processes, gateway-sim in this process; 50 open positions ticking,
+   a price through a stop at the simulator → the exit order received by the simulator.
 4. **API → broker** (``bench/api.py``): ``POST /api/v1/ib/orders/place`` → the order
    acknowledged (Submitted) at the simulator, every service a process.
 
@@ -49,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import api as api_bench
 import floor as floor_bench
 import latency
-import position_monitor as pm_bench
 import profiling
 import system as system_bench
+import tick_exit as tick_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -110,7 +111,7 @@ async def run_phases(
     phases: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
         "floor": floor_bench.run,
         "system": system_bench.run,
-        "tick_exit": pm_bench.main_async,
+        "tick_exit": tick_bench.run,
         "api": api_bench.main_async,
     }
     results: dict[str, Any] = {"errors": {}, "seconds": {}, "profiles": {}}
