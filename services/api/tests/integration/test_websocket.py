@@ -117,3 +117,29 @@ async def test_filters_select_portfolios_and_types(stack: Stack) -> None:
         await stack.nc.publish(subjects.gateway_connection(PORTFOLIO), _event(4))
         message = json.loads(await ws.recv())
         assert (message["portfolio_id"], message["data"]["client_id"]) == (PORTFOLIO, 4)
+
+
+async def test_quotes_stream_only_for_the_symbols_a_client_asks_for(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.keys[Scope.READ]}
+    async with websockets.connect(
+        f"{stack.ws_url}?types=quote&symbols=AAPL", additional_headers=headers
+    ) as ws:
+        assert json.loads(await ws.recv())["data"]["symbols"] == ["AAPL"]
+
+        async def next_quote() -> dict[str, Any]:
+            while True:
+                message = json.loads(await ws.recv())
+                if message["type"] == "quote":
+                    return message
+
+        quote: dict[str, Any] | None = None
+        for price in ("101", "102", "103", "104", "105"):  # until the lease has taken effect
+            stack.sim.faults.set_price("MSFT", price)
+            stack.sim.faults.set_price("AAPL", price)
+            try:
+                quote = await asyncio.wait_for(next_quote(), 2)
+                break
+            except TimeoutError:
+                continue
+    assert quote is not None, "no quote for AAPL"
+    assert quote["data"]["symbol"] == "AAPL"
