@@ -629,7 +629,7 @@ def banner(
             lines.append(f"  API key  id {api_key.key_id}, in {api_key.path}")
     if api is not None:
         key_file = api_key.path if api_key is not None else "<key file>"
-        lines.append(f'  try      curl -H "X-API-Key: $(cat {key_file})" {api}/portfolios')
+        lines.append(f'  try      curl -H "X-API-Key: $(cat {key_file})" {api}/api/v1/portfolios')
     lines += [
         "           uv run ibflow status",
         "           uv run ibflow orders place demo BUY 10 AAPL",
