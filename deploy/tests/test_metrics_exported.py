@@ -13,6 +13,7 @@ increment) still prints ``# TYPE``, which counts: the service exports it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import re
@@ -30,9 +31,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
+from ibflow.bus import subjects
+from ibflow.bus.metrics import subject_root
+from ibflow.contracts.enums import OrderStatus
 from ibflow.testing.embedded import free_port
 from ibflow.testing.pytest_plugin import with_database
+from ibflow_gateway_bridge.domain.error_codes import ErrorClass
+from ibflow_order_manager.domain.risk import RiskRule
+from ibflow_scheduler.domain.schedule import EVENT_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +54,18 @@ PROMQL_WORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right"}
     | {"bool", "offset", "inf", "nan", "Inf", "NaN", "atan2"}
 )
+APP_MODULES = tuple(f"ibflow_{name.replace('-', '_')}.app" for name in SERVICES)
+ALWAYS_LABELS = frozenset({"job", "instance"})
+KNOWN_VALUES: dict[tuple[str, str], frozenset[str]] = {
+    ("ibflow_orders_entered_total", "status"): frozenset(OrderStatus),
+    ("ibflow_orders_refused_total", "rule"): frozenset(RiskRule),
+    ("ibflow_bridge_errors_total", "class"): frozenset(ErrorClass),
+    ("ibflow_scheduler_next_event_timestamp_seconds", "name"): frozenset(EVENT_NAMES),
+    ("ibflow_outbox_relayed_total", "subject_root"): frozenset(
+        {subject_root(subjects.trading_halted("p")), subject_root(subjects.order_rejected("p"))}
+    ),
+}
+"""Label values a rule or a panel may name, from the code that sets them."""
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -67,6 +87,28 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\$\{?\w+\}?", " ", text)
     names = re.findall(r"(?<![\w.:$])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text)
     return {name for name in names if name not in PROMQL_WORDS}
+
+
+def selectors(expr: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """``(metric, {label: (operator, value)})`` of every ``metric{...}`` selector."""
+    found = []
+    for name, matchers in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr):
+        pairs = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"', matchers)
+        found.append((name, {label: (op, value) for label, op, value in pairs}))
+    return found
+
+
+def code_label_names() -> dict[str, frozenset[str]]:
+    """``sample name -> label names`` of every metric the services define (their modules
+    imported here, in one registry), for families that have no sample to show labels."""
+    for module in APP_MODULES:
+        importlib.import_module(module)
+    found = {}
+    for collector, names in REGISTRY._collector_to_names.items():
+        labels = frozenset(getattr(collector, "_labelnames", ()))
+        for name in names:
+            found[name] = labels | ({"le"} if name.endswith("_bucket") else set())
+    return found
 
 
 def job_constraints(expr: str) -> dict[str, set[str]]:
@@ -139,8 +181,10 @@ def problems(
     """What in ``expressions`` no running service exports (empty: all is exported).
 
     An expression without any metric is reported too, unless its place is in
-    ``clock_only`` (an alert on the time of day alone).
+    ``clock_only`` (an alert on the time of day alone); so is a selector on a label the
+    metric does not have, or on a value its code never sets (``KNOWN_VALUES``).
     """
+    labels = code_label_names()
     exports = {job: exported_names(text) for job, text in scraped.items()}
     everything = set().union(*exports.values())
     known = everything | recorded_names() | PROMETHEUS_BUILTINS
@@ -150,6 +194,20 @@ def problems(
         if not names and where not in clock_only:
             found.append(f"{where}: no metric in {expr!r}")
         found.extend(f"{where}: {name} is exported by no service" for name in names - known)
+        for name, matchers in selectors(expr):
+            if name in PROMETHEUS_BUILTINS or name not in labels:
+                continue
+            for label, (op, value) in matchers.items():
+                if label not in labels[name] | ALWAYS_LABELS:
+                    found.append(f"{where}: {name} has no label {label}")
+                allowed = KNOWN_VALUES.get((name, label))
+                if allowed is not None and op in {"=", "=~"}:
+                    values = value.split("|") if op == "=~" else [value]
+                    found.extend(
+                        f"{where}: {name}{{{label}={v!r}}} is never set"
+                        for v in values
+                        if v not in allowed
+                    )
         for name, jobs in job_constraints(expr).items():
             if name in PROMETHEUS_BUILTINS:
                 continue
@@ -323,6 +381,8 @@ def test_a_metric_no_service_exports_is_reported(scraped: dict[str, str]) -> Non
             ("made up", "rate(ibflow_orders_teleported_total[5m]) > 0"),
             ("wrong job", 'ibflow_orders_unknown{job="scheduler"} > 0'),
             ("no metric", "vector(1)"),
+            ("no such label", 'ibflow_orders_unknown{portfolio="demo"}'),
+            ("no such value", 'ibflow_orders_entered_total{status=~"FILLED|PartiallyFilled"}'),
         ],
         scraped,
     )
@@ -330,6 +390,8 @@ def test_a_metric_no_service_exports_is_reported(scraped: dict[str, str]) -> Non
         "made up: ibflow_orders_teleported_total is exported by no service",
         "wrong job: ibflow_orders_unknown is not exported by scheduler",
         "no metric: no metric in 'vector(1)'",
+        "no such label: ibflow_orders_unknown has no label portfolio",
+        "no such value: ibflow_orders_entered_total{status='PartiallyFilled'} is never set",
     ]
 
 
