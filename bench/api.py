@@ -17,6 +17,8 @@ HTTP client (httpx, keep-alive) and watches ``IBFLOW_EVENTS`` with the event tap
     ``OrderStatusChanged`` Submitted/PreSubmitted of that client order id delivered
     from JetStream (also: → the HTTP 200, which the api answers once the order-manager
     has recorded the order, checked risk and had the bridge's acceptance);
+  - ``nats``: the same orders as ``SubmitOrder`` over NATS straight to the
+    order-manager → the same Submitted status: the api's own share is the difference;
   - ``direct``: ib_async ``placeOrder`` of the same order on the same simulator →
     the first ``orderStatus`` Submitted/PreSubmitted (``gateway_bridge.bench_direct``).
 
@@ -61,9 +63,16 @@ from nats.aio.client import Client as NatsClient
 
 import gateway_bridge as gb
 import latency
-from ibflow.bus import provision
+from ibflow.bus import provision, request
 from ibflow.bus import subjects as subj
-from ibflow.contracts import BrokerPositionReported
+from ibflow.contracts import (
+    BrokerPositionReported,
+    CommandAccepted,
+    OrderPurpose,
+    OrderSide,
+    OrderType,
+    SubmitOrder,
+)
 from ibflow.testing.embedded import NatsServer, PostgresServer
 from ibflow_api.bridge_state import BRIDGE_STATE_BUCKET
 from ibflow_api.keys import Scope, create_key
@@ -139,6 +148,31 @@ async def bench_place(
         gb.summarise("api: POST place -> Submitted at the simulator", acked),
         gb.summarise("api: POST place -> HTTP 200", answered),
     ]
+
+
+async def bench_submit(nc: NatsClient, tap: gb.EventTap, count: int, rate: float) -> Summary:
+    """The same orders as :func:`bench_place`, sent as ``SubmitOrder`` over NATS straight to
+    the order-manager: what the api's HTTP layer adds is the difference."""
+    acked: list[float] = []
+    async for i in gb.pace(count, rate):
+        coid = f"nats-bench-{i}"
+        ack = tap.expect(coid)
+        cmd = SubmitOrder(
+            portfolio_id=PORTFOLIO,
+            client_order_id=coid,
+            symbol=gb.SYMBOL,
+            side=OrderSide.BUY,
+            order_type=OrderType.LMT,
+            quantity=gb.QUANTITY,
+            limit_price=gb.REST_PRICE,
+            purpose=OrderPurpose.MANUAL,
+            requested_by="bench",
+        )
+        started = time.perf_counter()
+        await request(nc, subj.SUBMIT_ORDER, cmd, CommandAccepted, timeout=30)
+        at = await asyncio.wait_for(ack, 30)
+        acked.append((at - started) * 1000)
+    return gb.summarise("nats: SubmitOrder -> Submitted at the simulator", acked)
 
 
 async def store_positions(nc: NatsClient, count: int) -> None:
@@ -249,6 +283,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ) as http:
                 place = await bench_place(http, tap, args.orders, args.rate)
             print(_shown(place[0]), flush=True)
+            submit = await bench_submit(nc, tap, args.orders, args.rate)
+            print(_shown(submit), flush=True)
             direct = await gb.bench_direct(sim_port, args.orders, args.rate)
             print(_shown(direct), flush=True)
             await store_positions(nc, HOLDINGS)
@@ -275,7 +311,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "p50": round(place[0]["p50_ms"] / direct["p50_ms"], 2),
         "p99": round(place[0]["p99_ms"] / direct["p99_ms"], 2),
     }
-    return {"latency": [*place, direct], "ratio_api_over_direct": ratio, "positions": positions}
+    return {
+        "latency": [*place, direct, submit],  # bench/run.py reads 0..2 by position
+        "ratio_api_over_direct": ratio,
+        "positions": positions,
+    }
 
 
 async def wait_bridge_ready(nc: NatsClient, within: float = 60.0) -> None:
