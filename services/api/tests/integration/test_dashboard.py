@@ -185,3 +185,42 @@ async def test_positions_are_valued_at_the_latest_mark_of_the_symbol(stack: Stac
     assert position["market_value"] == 1025
     assert position["unrealized_pnl"] == pytest.approx((102.5 - position["avg_cost"]) * 10)
     assert position["realized_pnl"] == 0
+
+
+async def test_a_resting_order_is_modified_then_cancelled_over_rest(stack: Stack) -> None:
+    async with stack.client(Scope.TRADE) as http:
+        placed = await http.post(
+            "/api/v1/ib/orders/place",
+            json={"symbol": "AAPL", "action": "BUY", "quantity": 10, "order_type": "LMT",
+                  "limit_price": "90", "client_order_id": "rest-2"},
+        )  # fmt: skip
+        assert placed.status_code == 200, placed.text
+
+        async def order() -> dict[str, Any]:
+            body = (await http.get("/api/v1/ib/orders")).json()
+            return next(o for o in body["orders"] if o["order_id"] == "rest-2")
+
+        async def shows(**expected: Any) -> bool:
+            found = await order()
+            return all(found[k] == v for k, v in expected.items())
+
+        await wait_for(lambda: shows(status="SUBMITTED"), within=10)
+        modified = await http.put(
+            "/api/v1/ib/orders/rest-2/modify", json={"limit_price": "91", "quantity": 12}
+        )
+        assert modified.status_code == 200, modified.text
+        assert modified.json() == {"message": "modify requested"}
+        await wait_for(lambda: shows(limit_price=91, total_quantity=12), within=10)
+        nothing = await http.put("/api/v1/ib/orders/rest-2/modify", json={})
+        assert nothing.status_code == 422
+        cancelled = await http.post("/api/v1/ib/orders/rest-2/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        await wait_for(lambda: shows(status="CANCELLED", filled_quantity=0), within=10)
+        again = await http.post("/api/v1/ib/orders/rest-2/cancel")
+    assert again.status_code == 409
+    assert "CANCELLED" in again.json()["error"]["message"]
+    audit = await stack.db.fetch(
+        "SELECT command, actor FROM audit_log WHERE client_order_id = 'rest-2' ORDER BY id"
+    )
+    assert [r["command"] for r in audit][:3] == ["SubmitOrder", "ModifyOrder", "CancelOrder"]
+    assert all(r["actor"] == f"key:{stack.keys[Scope.TRADE][4:16]}:test-trade" for r in audit)
