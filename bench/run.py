@@ -1,22 +1,22 @@
 """``make bench``: the whole system measured against the floor of this machine, in one run.
 
-Four phases, one after the other, each starting what it measures from scratch
+Three phases, one after the other, each starting what it measures from scratch
 (embedded nats-server and PostgreSQL, gateway-sim, the services) and stopping it:
 
 1. **floor** (``bench/floor.py``): JetStream publish → consume → 3-row transaction → ack,
    per message (at ``--rate``, and as a drain) and batched (fetch(100), one transaction
-   per batch); NATS request/reply; ib_async placing directly against gateway-sim
-   (LMT placeOrder → Submitted, MKT placeOrder → Filled).
-2. **system** (``bench/system.py``): gateway-bridge and order-manager as processes,
-   gateway-sim in this process: execution at the simulator → committed at ``--rate``
-   executions/s; pacing (a morning burst of ``--orders`` orders on the portfolio's one
-   connection); the burst of ``--orders x --lots`` executions, fully booked and checked
-   exact against the simulator's own account.
+   per batch); NATS request/reply; ib_async placing directly against gateway-sim (its own
+   process): LMT placeOrder → Submitted, MKT placeOrder → Filled.
+2. **system** (``bench/system.py``): gateway-bridge, order-manager and api as processes,
+   gateway-sim in this process (so the moment of a fill and of a placeOrder's arrival
+   are read at the simulator): API → broker (``POST /api/v1/ib/orders/place`` → the
+   order Submitted); execution at the simulator → committed at 50/s and at 200/s;
+   pacing (a morning burst of 500 orders on the portfolio's one connection); the burst
+   of 10,000 executions (500 orders x 20 partial fills), fully booked and checked exact
+   against the simulator's own account.
 3. **tick → exit** (``bench/tick_exit.py``): gateway-bridge, order-manager and
    position-monitor as processes, gateway-sim in this process; 50 open positions ticking,
    a price through a stop at the simulator → the exit order received by the simulator.
-4. **API → broker** (``bench/api.py``): ``POST /api/v1/ib/orders/place`` → the order
-   acknowledged (Submitted) at the simulator, every service a process.
 
 Every figure is printed with its ratio to its floor from phase 1 of the same run and its
 target from issue 10 (met / missed). Writes ``bench/results/<timestamp>.json``,
@@ -47,7 +47,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import api as api_bench
 import floor as floor_bench
 import latency
 import profiling
@@ -73,9 +72,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "lots": 20,
             "light_executions": 250,
             "light_rate": 50.0,
+            "api_orders": 100,
+            "api_rate": 10.0,
         },
         "tick_exit": {"samples": 100, "positions": 50, "tick_interval": 0.25, "warmup": 3.0},
-        "api": {"orders": 100, "rate": 10.0, "clients": 4, "seconds": 3.0},
     },
     "quick": {
         "floor": {
@@ -93,9 +93,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "lots": 10,
             "light_executions": 100,
             "light_rate": 50.0,
+            "api_orders": 40,
+            "api_rate": 10.0,
         },
         "tick_exit": {"samples": 30, "positions": 50, "tick_interval": 0.25, "warmup": 2.0},
-        "api": {"orders": 40, "rate": 10.0, "clients": 4, "seconds": 2.0},
     },
 }
 
@@ -112,7 +113,6 @@ async def run_phases(
         "floor": floor_bench.run,
         "system": system_bench.run,
         "tick_exit": tick_bench.run,
-        "api": api_bench.main_async,
     }
     results: dict[str, Any] = {"errors": {}, "seconds": {}, "profiles": {}}
     loop = asyncio.get_running_loop()
@@ -381,11 +381,11 @@ def figures(r: dict[str, Any]) -> list[Figure]:
             _at_most(te.get("p99_ms"), 20),
         ),
     ]
-    place = _get(r, "api", "latency", 0) or {}
+    place = _get(r, "system", "api", "submitted") or {}
     rows += [
         Figure(
             "api_broker_p50",
-            "API → broker: POST /orders/place → Submitted at the simulator, p50",
+            "API → broker: POST /orders/place → Submitted (stored in JetStream), p50",
             place.get("p50_ms"),
             "ms",
             lmt_p50,
@@ -489,23 +489,39 @@ def markdown(rows: list[Figure], results: dict[str, Any], meta: dict[str, Any]) 
             "",
             f"Burst CPU, % of one core: {sy['burst'].get('cpu_percent_of_one_core')}"
             " (the simulator runs inside the bench process); on a CPU / waiting for one, ms:"
-            f" {sy['burst'].get('scheduling')}.",
+            f" {sy['burst'].get('scheduling')}. The bridge reconnected"
+            f" {sy['burst'].get('bridge_reconnects')} time(s) during the burst.",
         ]
     if sy.get("check_details"):
         lines += ["", f"Exact checks: {sy.get('checks')}", "", f"Books: {sy['check_details']}"]
-    api = results.get("api") or {}
+    api = sy.get("api") or {}
     if api:
-        lines += [
-            "",
-            f"API: POST → HTTP 200 p50 {_get(api, 'latency', 1, 'p50_ms')} ms; ib_async direct"
-            f" in the api's own stack p50 {_get(api, 'latency', 2, 'p50_ms')} ms; GET /positions"
-            f" {_get(api, 'positions', 'requests_per_s')} req/s.",
-        ]
+        split = ", ".join(
+            f"{_get(api, k, 'scenario').strip()} p50 {_get(api, k, 'p50_ms')} /"
+            f" p99 {_get(api, k, 'p99_ms')} ms"
+            for k in (
+                "at_simulator",
+                "post_to_order_recorded",
+                "recorded_to_simulator",
+                "simulator_to_submitted",
+                "http_200",
+            )
+            if api.get(k)
+        )
+        lines += ["", f"API → broker ({api.get('orders')} orders at {api.get('rate')}/s): {split}."]
     te = results.get("tick_exit") or {}
     if te:
+        split = ", ".join(
+            f"{_get(te, k, 'scenario').strip()} p50 {_get(te, k, 'p50_ms')} /"
+            f" p99 {_get(te, k, 'p99_ms')} ms"
+            for k in ("tick_to_exit_recorded", "exit_recorded_to_simulator")
+            if te.get(k)
+        )
         lines += [
             "",
-            f"Tick → exit: {te.get('ticks_per_second_evaluated')} ticks/s evaluated;"
+            f"Tick → exit: {te.get('ticks_per_second_evaluated')} ticks/s evaluated by the"
+            f" position-monitor; its own tick → accepted mean"
+            f" {te.get('monitor_tick_to_exit_accepted_mean_ms')} ms; {split};"
             f" failures {te.get('failures')}.",
         ]
     profiles = dict(results.get("profiles") or {})
@@ -539,7 +555,7 @@ def distributions(results: dict[str, Any]) -> dict[str, list[float]]:
         "floor ib_async MKT → Filled": _get(results, "floor", "direct_mkt"),
         "execution → committed": _get(results, "system", "latency", "committed"),
         "tick → exit": _get(results, "tick_exit", "summary"),
-        "API → broker": _get(results, "api", "latency", 0),
+        "API → broker": _get(results, "system", "api", "submitted"),
     }
     return {k: v["samples_ms"] for k, v in named.items() if v and v.get("samples_ms")}
 
@@ -608,15 +624,12 @@ def exactness_failures(results: dict[str, Any]) -> list[str]:
     te = results.get("tick_exit")
     if te is not None and te.get("failures"):
         failures += [f"tick → exit: {f}" for f in te["failures"]]
-    api = results.get("api")
-    if api is not None and _get(api, "positions", "bad_answers"):
-        failures.append(f"api: {api['positions']['bad_answers']} bad GET /positions answers")
     return failures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller samples (about 2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller samples (about 1.5 min)")
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -625,7 +638,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("floor", "system", "tick_exit", "api"),
+        choices=("floor", "system", "tick_exit"),
         help="run only this phase (repeatable; for working on the harness)",
     )
     args = parser.parse_args()

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -95,6 +96,7 @@ from ibflow.db import apply_migrations
 from ibflow.testing.devstack import migration_packages
 from ibflow.testing.embedded import NatsServer, PostgresServer
 from ibflow_api.bridge_state import BRIDGE_STATE_BUCKET
+from ibflow_api.keys import Scope, create_key
 from ibflow_gateway_sim import session as sim_session
 from ibflow_gateway_sim.config import SimConfig
 from ibflow_gateway_sim.domain import ExecutionOccurred
@@ -418,9 +420,11 @@ async def phase_latency(
 
 
 async def phase_pacing(
-    nc: NatsClient, probe: SimProbe, tap: Tap, orders: int, lots: int
+    nc: NatsClient, probe: SimProbe, tap: Tap, orders: int, lots: int, bridge_http: int
 ) -> tuple[Summary, list[str]]:
     coids = [f"burst-{j:05d}" for j in range(orders)]
+    paced = "ibflow_bridge_paced_messages_total"
+    paced_before = gb.metric((await gb.http(bridge_http, "GET", "/metrics"))[1].decode(), paced)
     errors_before = probe.rate_errors
     slots = asyncio.Semaphore(SUBMIT_IN_FLIGHT)
     replies: list[float] = []
@@ -448,6 +452,7 @@ async def phase_pacing(
         return all(c in acked for c in coids)
 
     await wait_until(all_acknowledged, 60, "every burst order Submitted", every=0.2)
+    paced_after = gb.metric((await gb.http(bridge_http, "GET", "/metrics"))[1].decode(), paced)
     placed = sorted(probe.placed_at[c] for c in coids if c in probe.placed_at)
     span = placed[-1] - placed[0] if len(placed) > 1 else 0.0
     busiest = 0
@@ -462,6 +467,7 @@ async def phase_pacing(
         "placed_at_simulator": len(placed),
         "orders_per_s": round((len(placed) - 1) / span, 1) if span else None,
         "busiest_second_orders": busiest,
+        "bridge_paced_messages": paced_after - paced_before,
         "error_100": probe.rate_errors - errors_before,
         "first_submit_to_all_acknowledged_s": round(max(acked[c] for c in coids) - started, 3),
         "first_submit_to_all_replies_s": round(max(replies) - started, 3),
@@ -470,10 +476,117 @@ async def phase_pacing(
     }, coids
 
 
+async def phase_api(
+    db: asyncpg.Connection[Any],
+    probe: SimProbe,
+    tap: Tap,
+    api_port: int,
+    key: str,
+    count: int,
+    rate: float,
+) -> Summary:
+    """``POST /api/v1/ib/orders/place`` (LMT BUY 10 AAPL @ 100.00, rests) one at a time at
+    ``rate``: → placeOrder received by the simulator, → the Submitted status stored in
+    JetStream (the broker's acknowledgement as ibflow sees it), → HTTP 200; split at the
+    start of the order-manager's transaction that records the order (``created_at``)."""
+    coids = [f"api-{i:05d}" for i in range(count)]
+    sent: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{api_port}", headers={"X-API-Key": key}, timeout=30
+    ) as http:
+        async for i in gb.pace(count, rate):
+            coid = coids[i]
+            sent[coid] = time.time()
+            response = await http.post(
+                "/api/v1/ib/orders/place",
+                params={"portfolio": PORTFOLIO},
+                json={
+                    "symbol": SYMBOL,
+                    "action": "BUY",
+                    "quantity": "10",
+                    "order_type": "LMT",
+                    "limit_price": "100.00",
+                    "client_order_id": coid,
+                },
+            )
+            answered[coid] = time.time()
+            if response.status_code != 200:
+                raise RuntimeError(f"place {coid}: {response.status_code} {response.text}")
+    acked: dict[str, float] = {}
+
+    async def all_acknowledged() -> bool:
+        nonlocal acked
+        acked = tap.first_status(frozenset({"Submitted", "PreSubmitted"}))
+        return all(c in acked for c in coids)
+
+    await wait_until(all_acknowledged, 30, "every API order Submitted", every=0.1)
+    created = {
+        r["client_order_id"]: r["created"]
+        for r in await db.fetch(
+            "SELECT client_order_id, extract(epoch FROM created_at)::float8 AS created"
+            " FROM orders WHERE client_order_id LIKE 'api-%'"
+        )
+    }
+
+    def ms(pairs: list[tuple[float, float]]) -> list[float]:
+        return [(b - a) * 1000 for a, b in pairs]
+
+    at_sim = [(sent[c], probe.placed_at[c]) for c in coids]
+    return {
+        "orders": count,
+        "rate": rate,
+        "submitted": latency.summarise(
+            "API -> broker: POST place -> Submitted stored in JetStream",
+            ms([(sent[c], acked[c]) for c in coids]),
+            count_key="orders",
+        ),
+        "at_simulator": latency.summarise(
+            "  POST place -> placeOrder received by the simulator", ms(at_sim), count_key="orders"
+        ),
+        "http_200": latency.summarise(
+            "  POST place -> HTTP 200",
+            ms([(sent[c], answered[c]) for c in coids]),
+            count_key="orders",
+        ),
+        "post_to_order_recorded": latency.summarise(
+            "  POST -> the order-manager's recording transaction begins (api, NATS request)",
+            ms([(sent[c], created[c]) for c in coids]),
+            count_key="orders",
+        ),
+        "recorded_to_simulator": latency.summarise(
+            "  recording transaction begins -> placeOrder at the simulator (order-manager, bridge)",
+            ms([(created[c], probe.placed_at[c]) for c in coids]),
+            count_key="orders",
+        ),
+        "simulator_to_submitted": latency.summarise(
+            "  placeOrder at the simulator -> Submitted stored (simulator, bridge, JetStream)",
+            ms([(probe.placed_at[c], acked[c]) for c in coids]),
+            count_key="orders",
+        ),
+    }
+
+
+async def reconnects(bridge_http: int) -> float:
+    """The bridge's ``ibflow_bridge_reconnects_total`` (every portfolio)."""
+    text = (await gb.http(bridge_http, "GET", "/metrics"))[1].decode()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("ibflow_bridge_reconnects_total")
+    )
+
+
 async def phase_burst(
-    db: asyncpg.Connection[Any], probe: SimProbe, orders: int, lots: int, processes: dict[str, int]
+    db: asyncpg.Connection[Any],
+    probe: SimProbe,
+    orders: int,
+    lots: int,
+    processes: dict[str, int],
+    bridge_http: int,
 ) -> Summary:
     executions = orders * lots
+    reconnects_before = await reconnects(bridge_http)
     sim = probe.sim
     cpu = CpuMeter(processes)
     sched = SchedMeter(processes)
@@ -487,6 +600,7 @@ async def phase_burst(
     drained_at, seen = await wait_booked(db, "burst-%", executions, orders)
     cpu_percent = cpu.stop()
     scheduling = sched.stop(executions)
+    bridge_reconnects = await reconnects(bridge_http) - reconnects_before
     committed = await commit_times(db, "burst-%")
     last_commit = max(committed.values()) if committed else first_fill
     to_last = last_commit - first_fill
@@ -501,6 +615,7 @@ async def phase_burst(
         "time_to_drain_s": round(drained_at - started, 3),
         "cpu_percent_of_one_core": cpu_percent,
         "scheduling": scheduling,
+        "bridge_reconnects": bridge_reconnects,
     }
 
 
@@ -535,8 +650,15 @@ async def verify(
     assert transactions is not None
     orders = await db.fetch(
         "SELECT client_order_id, status, quantity, filled_quantity FROM orders"
-        " WHERE portfolio_id = $1",
+        " WHERE portfolio_id = $1 AND client_order_id NOT LIKE 'api-%'",
         PORTFOLIO,
+    )
+    api_orders = await db.fetch(
+        "SELECT status, reserved_cash FROM orders WHERE client_order_id LIKE 'api-%'"
+    )
+    api_reserved = sum((o["reserved_cash"] for o in api_orders), Decimal(0))
+    api_resting = sum(
+        1 for o in probe.sim.engine.open_orders() if o.request.order_ref.startswith("api-")
     )
     expected_orders = {*latency_coids, *coids}
     bad_orders = [
@@ -582,6 +704,8 @@ async def verify(
         "booked_cash_change": str(our_cash_change),
         "sum_of_cash_deltas": str(transactions["deltas"]),
         "reserved_cash": str(money["reserved_cash"]),
+        "reserved_by_resting_api_orders": str(api_reserved),
+        "api_orders_resting_at_simulator": api_resting,
         "simulator_position": str(sim_position),
         "booked_position": str(booked_position),
         "bridge_reported_position": str(reported),
@@ -596,7 +720,9 @@ async def verify(
         and {o["client_order_id"] for o in orders} == expected_orders,
         "cash_change_equals_simulator": our_cash_change == sim_cash_change
         and transactions["deltas"] == sim_cash_change,
-        "no_cash_left_reserved": money["reserved_cash"] == 0,
+        "no_cash_left_reserved": money["reserved_cash"] == api_reserved,
+        "api_orders_resting_at_simulator": api_resting == len(api_orders)
+        and all(o["status"] == "SUBMITTED" for o in api_orders),
         "position_equals_simulator": booked_position == sim_position == reported,
         "nothing_dead_lettered": dead == 0,
         "no_error_100": probe.rate_errors == 0,
@@ -607,7 +733,8 @@ async def verify(
 # --------------------------------------------------------------------------- run
 
 
-async def seed(database_url: str, sim_port: int) -> None:
+async def seed(database_url: str, sim_port: int) -> str:
+    """Migrations, the bench column, portfolio, instrument; an API key of scope trade."""
     await apply_migrations(database_url, *migration_packages())
     conn = await asyncpg.connect(database_url)
     try:
@@ -629,6 +756,7 @@ async def seed(database_url: str, sim_port: int) -> None:
             SYMBOL,
             CON_ID,
         )
+        return (await create_key(conn, "bench", Scope.TRADE)).secret
     finally:
         await conn.close()
 
@@ -658,21 +786,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             probe = SimProbe(sim)
             await sim.start("127.0.0.1", 0)
             sim.set_price(SYMBOL, Decimal("190.00"))
-            await seed(pg.url(), sim.port)
+            key = await seed(pg.url(), sim.port)
             nc = await nats.connect(nats_server.url)
             js = nc.jetstream()
             await provision(js, [subj.EVENTS_STREAM, subj.DEAD_LETTER_STREAM])
             db = await asyncpg.connect(pg.url())
+            ports: dict[str, int] = {}
             for name, module in (
                 ("gateway-bridge", "ibflow_gateway_bridge"),
                 ("order-manager", "ibflow_order_manager"),
+                ("api", "ibflow_api"),
             ):
-                port = gb.free_port()
-                child = gb.Child(
-                    name,
-                    ["-m", module],
-                    gb.bridge_environment(nats_server.url, pg.url(), port),
-                )
+                port = ports[name] = gb.free_port()
+                env = gb.bridge_environment(nats_server.url, pg.url(), port)
+                env["IBFLOW_API_PORT"] = str(port)
+                child = gb.Child(name, ["-m", module], env)
                 children.append(child)
                 await child.start()
                 await gb.wait_http(child, port, "/readyz", 60)
@@ -701,6 +829,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         for name, path in files.items()
                     }
 
+            api_orders = getattr(args, "api_orders", 0)
+            if api_orders:
+                api_rate = getattr(args, "api_rate", 10.0)
+                print(f"system: API -> broker, {api_orders} orders at {api_rate:g}/s", flush=True)
+                result["api"] = await profiled(
+                    "api",
+                    phase_api(db, probe, tap, ports["api"], key, api_orders, api_rate),
+                )
+                print(f"  {_shown(result['api']['submitted'])}", flush=True)
             light = getattr(args, "light_executions", 0)
             if light:
                 light_rate = getattr(args, "light_rate", 50.0)
@@ -723,13 +860,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {_shown(result['latency']['committed'])}", flush=True)
             print(f"system: pacing, {args.orders} orders submitted at once", flush=True)
             result["pacing"], coids = await profiled(
-                "pacing", phase_pacing(nc, probe, tap, args.orders, args.lots)
+                "pacing",
+                phase_pacing(nc, probe, tap, args.orders, args.lots, ports["gateway-bridge"]),
             )
             print(f"  {result['pacing']}", flush=True)
             await tap.stop()
             print(f"system: burst, {args.orders} orders x {args.lots} lots", flush=True)
             result["burst"] = await profiled(
-                "burst", phase_burst(db, probe, args.orders, args.lots, processes)
+                "burst",
+                phase_burst(db, probe, args.orders, args.lots, processes, ports["gateway-bridge"]),
             )
             print(f"  {result['burst']}", flush=True)
             for child in children:
@@ -770,6 +909,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--light-executions", type=int, default=250, help="second latency pass (0: none)"
     )
     parser.add_argument("--light-rate", type=float, default=50.0, help="second pass: rate")
+    parser.add_argument("--api-orders", type=int, default=100, help="API -> broker orders")
+    parser.add_argument("--api-rate", type=float, default=10.0, help="API orders per second")
 
 
 def main() -> None:

@@ -109,6 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             sim = GatewaySimulator(config)
             received: dict[str, float] = {}
+            received_wall: dict[str, float] = {}
             placed: Counter[str] = Counter()
             original = sim.place_order
 
@@ -118,6 +119,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if ref.startswith("exit:"):
                     placed[ref] += 1
                     received.setdefault(ref, now)
+                    received_wall.setdefault(ref, time.time())
                 original(session, req)
 
             sim.place_order = place_order  # type: ignore[method-assign]
@@ -208,12 +210,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             samples: list[float] = []
             sampled: list[str] = []
+            ticked_wall: dict[str, float] = {}
             refusals = 0
             started = time.perf_counter()
             for k in range(args.samples):
                 symbol = symbols[k % len(symbols)]
                 position_id = f"{symbol}-{generation[symbol]}"
                 ref = f"exit:{position_id}"
+                ticked_wall[ref] = time.time()
                 t0 = time.perf_counter()
                 sim.faults.set_price(symbol, THROUGH)
                 await wait_until(lambda r=ref: r in received, 30, f"{ref} at the simulator")
@@ -259,12 +263,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if closed != len(sampled):
                 failures.append(f"{closed} of {len(sampled)} sampled positions CLOSED")
             open_now = await db.fetchval("SELECT count(*) FROM positions WHERE status = 'OPEN'")
+            recorded = {
+                r["client_order_id"]: r["created"]
+                for r in await db.fetch(
+                    "SELECT client_order_id, extract(epoch FROM created_at)::float8 AS created"
+                    " FROM orders WHERE purpose = 'exit'"
+                )
+            }
+            refs = [r for r in ticked_wall if r in recorded and r in received_wall]
             return {
                 "summary": latency.summarise(
                     "tick at the simulator -> exit order at the simulator (services as processes)",
                     samples,
                     count_key="exits",
                 ),
+                "tick_to_exit_recorded": latency.summarise(
+                    "  tick -> the order-manager's transaction recording the exit begins"
+                    " (bridge, position-monitor, SubmitOrder request)",
+                    [(recorded[r] - ticked_wall[r]) * 1000 for r in refs],
+                    count_key="exits",
+                )
+                if len(refs) > 1
+                else None,
+                "exit_recorded_to_simulator": latency.summarise(
+                    "  that transaction begins -> placeOrder at the simulator"
+                    " (order-manager, bridge)",
+                    [(received_wall[r] - recorded[r]) * 1000 for r in refs],
+                    count_key="exits",
+                )
+                if len(refs) > 1
+                else None,
                 "open_positions": open_now,
                 "ticks_per_second_evaluated": round(tick_rate, 1),
                 "monitor_tick_to_exit_accepted_mean_ms": round(
