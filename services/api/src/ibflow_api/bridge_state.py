@@ -10,24 +10,42 @@ stores no positions key: that one is flat).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from decimal import Decimal
 from typing import Final
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ibflow.contracts import AccountValuesReported, BrokerPositionReported, GatewayConnectionChanged
+from ibflow.contracts import AccountValuesReported, GatewayConnectionChanged
 
 log = logging.getLogger("ibflow.api.bridge_state")
 
 BRIDGE_STATE_BUCKET: Final = "IBFLOW_BRIDGE_STATE"
 """The bridge's KV bucket (``ibflow_gateway_bridge.supervisor.STATE_BUCKET``)."""
 
+
+class BrokerHolding(BaseModel):
+    """The fields of a stored ``BrokerPositionReported`` the api shows, read tolerantly:
+    validating 100 whole envelopes (ids, two timestamps through Python validators) per
+    ``GET /positions`` cost more than the rest of the request."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account_id: str
+    con_id: int
+    symbol: str
+    position: Decimal
+    avg_cost: Decimal
+    ts_event: dt.datetime
+
+
 _ACCOUNTS: Final = TypeAdapter(list[AccountValuesReported])
-_POSITIONS: Final = TypeAdapter(list[BrokerPositionReported])
+_POSITIONS: Final = TypeAdapter(list[BrokerHolding])
 
 
 class BridgeStateUnavailable(Exception):  # noqa: N818 - a condition, not a bug
@@ -74,7 +92,7 @@ class BridgeState:
             log.warning("unreadable account state of %s: %s", portfolio_id, exc)
             return None
 
-    async def positions(self, portfolio_id: str) -> list[BrokerPositionReported] | None:
+    async def positions(self, portfolio_id: str) -> list[BrokerHolding] | None:
         """The portfolio's latest broker positions, if stored (zero holdings included)."""
         data = await self._get(f"positions.{portfolio_id}")
         if not data:
