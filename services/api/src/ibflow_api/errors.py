@@ -16,6 +16,7 @@ import logging
 import re
 from typing import Any, Final
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -99,6 +100,16 @@ def error_response(
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
+_UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+)
+"""Failures that mean "PostgreSQL is not reachable now" (503), not a bug (500)."""
+
 _HTTP_CODES: Final = {
     401: "unauthenticated",
     403: "forbidden",
@@ -135,6 +146,9 @@ def install_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, 422)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, _UNAVAILABLE):
+            log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
+            return error_response(503, "unavailable", "the database is not reachable; retry")
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal", "internal error")
 
