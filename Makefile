@@ -45,9 +45,10 @@ run: sync ## start the whole system on the embedded default (Ctrl-C stops it)
 bench: sync ## the whole system against its measured floor, one run (docs/performance.md; BENCH_ARGS=--quick)
 	$(UV_RUN) python bench/run.py $(BENCH_ARGS)
 
-schemas: sync ## regenerate shared/schemas/v1 and docs/events.md after a contract change
+schemas: sync ## regenerate shared/schemas/v1, docs/events.md and docs/asyncapi.yaml after a contract change
 	$(UV_RUN) python -m ibflow.contracts.schemas --write
 	$(UV_RUN) python -m ibflow.contracts.catalogue_doc --write
+	$(UV_RUN) python -m ibflow.contracts.asyncapi --write
 
 clean: ## remove caches (keeps .ibflow data)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache
