@@ -624,7 +624,8 @@ def events(
             kind = (msg.headers or {}).get(TYPE_HEADER, "")
             if as_json:
                 line = {"subject": msg.subject, "type": kind, "data": event_dict(msg)}
-                out.print(json.dumps(line, default=str), markup=False)
+                sys.stdout.write(json.dumps(line, default=str) + "\n")
+                sys.stdout.flush()
             else:
                 out.print(render.event_line(msg.subject, kind, event_dict(msg)))
             seen += 1

@@ -141,7 +141,9 @@ def diagnose(  # noqa: PLR0911 - one return per diagnosis, in order
             f"{state.state} on {where}, account {account or '?'}{heartbeat}{detail}",
             "nothing to do",
         )
-    if error_code == CLIENT_ID_IN_USE or "326" in message or "already in use" in message.lower():
+    lowered = message.lower()
+    in_use = "326" in message or ("client id" in lowered and "in use" in lowered)
+    if error_code == CLIENT_ID_IN_USE or in_use:
         return Diagnosis(
             Problem.CLIENT_ID_IN_USE,
             f"the gateway at {where} says client id {state.client_id} is already in use (326)",

@@ -59,6 +59,11 @@ def test_client_id_in_use_from_the_last_broker_error() -> None:
     assert "fallback_client_id" in result.fix
 
 
+def test_client_id_in_use_from_the_bridges_error_message_alone() -> None:
+    result = diagnose("p", state(error_message="client id in use"), tcp=Probe.OPEN)
+    assert result.problem is Problem.CLIENT_ID_IN_USE
+
+
 def test_refused_on_an_ib_port_is_the_gateway_down_or_its_api_off() -> None:
     result = diagnose("p", state(error_message="cannot connect"), tcp=Probe.REFUSED)
     assert result.problem is Problem.GATEWAY_DOWN
