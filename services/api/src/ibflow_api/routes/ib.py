@@ -47,7 +47,7 @@ from ibflow_api.schemas import (
 router = APIRouter(prefix="/api/v1/ib", tags=["dashboard"])
 
 READ_ERRORS: Final = responses(401, 403, 404, 503)
-COMMAND_ERRORS: Final = responses(401, 403, 404, 409, 502, 503, 504)
+COMMAND_ERRORS: Final = responses(401, 403, 404, 409, 413, 502, 503, 504)
 OrderIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="client order id")
 ]
@@ -364,7 +364,7 @@ def estimated_commission(quantity: Decimal, price: Decimal | None) -> Decimal | 
     return min(fee, quantity * price * Decimal("0.01")).quantize(Decimal("0.01"))
 
 
-@router.post("/orders/preview", responses=responses(401, 403, 404, 503))
+@router.post("/orders/preview", responses=responses(401, 403, 404, 413, 503))
 async def preview_order(
     body: PlaceOrderRequest, ctx: Ctx, key: ReadKey, portfolio: PortfolioParam
 ) -> OrderPreview:

@@ -51,8 +51,8 @@ from ibflow_api.schemas import (
 router = APIRouter(prefix="/api/v1", tags=["portfolios"])
 
 READ: Final = responses(401, 403, 404, 503)
-WRITE: Final = responses(401, 403, 404, 409, 503)
-COMMAND: Final = responses(401, 403, 404, 409, 502, 503, 504)
+WRITE: Final = responses(401, 403, 404, 409, 413, 503)
+COMMAND: Final = responses(401, 403, 404, 409, 413, 502, 503, 504)
 
 PortfolioId = Annotated[str, Path(pattern=PORTFOLIO_PATTERN)]
 Cursor = Annotated[
@@ -444,7 +444,7 @@ async def set_position_levels(
 @router.post(
     "/session/events/{name}/trigger",
     tags=["session"],
-    responses=responses(401, 403, 404, 409, 502, 503, 504),
+    responses=responses(401, 403, 404, 409, 413, 502, 503, 504),
 )
 async def trigger_session_event(
     body: TriggerRequest, ctx: Ctx, key: AdminKey, name: EventName
