@@ -101,3 +101,23 @@ async def test_a_command_nobody_answers_is_504_and_one_nobody_serves_is_503(stac
         "SELECT result, detail FROM audit_log WHERE command = 'FlattenPositions' ORDER BY id"
     )
     assert [r["result"] for r in results] == ["failed", "failed"]
+
+
+async def test_broker_state_never_reported_is_unknown_not_empty(stack: Stack) -> None:
+    await stack.db.execute(
+        "INSERT INTO portfolios (id, name, broker_port, client_id, enabled)"
+        " VALUES ('dark', 'never connected', 4999, 77, false)"
+    )
+    async with stack.client() as http:
+        account = await http.get("/api/v1/ib/account", params={"portfolio": "dark"})
+        positions = await http.get("/api/v1/ib/positions", params={"portfolio": "dark"})
+        status = await http.get("/api/v1/ib/connection/status", params={"portfolio": "dark"})
+        missing = await http.get("/api/v1/ib/positions", params={"portfolio": "nope"})
+    assert account.status_code == 503
+    assert account.json()["error"]["code"] == "not_ready"
+    assert positions.status_code == 503
+    assert "not known" in positions.json()["error"]["message"]
+    assert status.status_code == 200
+    assert (status.json()["state"], status.json()["connected"]) == ("unknown", False)
+    assert (status.json()["port"], status.json()["client_id"]) == (4999, 77)
+    assert missing.status_code == 404
