@@ -99,7 +99,7 @@ def test_devstack_runs_and_stops_in_order_then_reuses_its_data(tmp_path: Path) -
     proc = launch(tmp_path, env)
     wait_for(proc, tmp_path, lambda: ready(http_port))
     state = json.loads((tmp_path / ".ibflow" / "devstack.json").read_text())
-    assert set(state) == {"nats", "postgres"}
+    assert set(state) == {"launcher", "nats", "postgres"}
     assert ctrl_c(proc) == 0, output(tmp_path)
 
     log = output(tmp_path)

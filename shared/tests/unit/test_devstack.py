@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -147,3 +150,20 @@ def test_banner_shows_a_new_key_once_and_then_only_where_it_is(tmp_path: Path) -
     text = devstack.banner(ports, "nats://127.0.0.1:4222", kept, ready=True)
     assert "ibf_secret" not in text
     assert f"id 0123456789ab, in {tmp_path / 'api-key'}" in text
+
+
+def test_a_second_launcher_on_the_same_data_refuses_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "ibflow-devstack"]
+    )
+    try:
+        (tmp_path / devstack.STATE_FILE).write_text(json.dumps({"launcher": first.pid}))
+        with pytest.raises(devstack.DevstackError, match=rf"already runs .*pid {first.pid}"):
+            devstack._stop_leftovers(tmp_path)
+    finally:
+        first.kill()
+        first.wait()
+    devstack._stop_leftovers(tmp_path)  # gone: the state is dropped, no error
+    assert not (tmp_path / devstack.STATE_FILE).exists()

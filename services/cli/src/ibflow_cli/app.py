@@ -193,9 +193,14 @@ async def _accounts(bus: Bus, portfolio: str) -> list[AccountValuesReported]:
 
 
 async def _broker_positions(bus: Bus, portfolio: str) -> list[BrokerPositionReported] | None:
+    """The broker's holdings; ``None`` when unknown. A ready connection whose snapshot
+    listed no position stores no key: that one is flat."""
     data = await bus.bridge_value(f"positions.{portfolio}")
+    if not data:
+        connection = await _connection(bus, portfolio)
+        return [] if connection is not None and connection.ready else None
     try:
-        return _POSITIONS.validate_json(data) if data else None
+        return _POSITIONS.validate_json(data)
     except ValidationError:
         return None
 
@@ -265,7 +270,7 @@ def status(
                     await _positions(bus, pid), await _broker_positions(bus, pid)
                 )
             )
-            out.print(render.orders_table(working, title=f"working orders ({len(working)})"))
+            out.print(render.orders_table(working, title="working orders"))
             if recent:
                 out.print(render.orders_table(recent, title="last finished orders"))
         try:

@@ -144,7 +144,9 @@ def order_line(order: OrderBookUpdated) -> Text:
 
 
 def orders_table(orders: list[OrderBookUpdated], *, title: str) -> RenderableType:
-    """Orders as a table (newest last)."""
+    """Orders as a table (newest last); one line when there is none."""
+    if not orders:
+        return Text(f"{title}: none")
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("client order id", "status", "order", "limit", "filled", "avg", "created"):
         table.add_column(column, no_wrap=column in {"client order id", "order", "created"})
@@ -170,6 +172,9 @@ def positions_table(
     else:
         ours = _book_table(book)
     held = [h for h in broker or () if h.position != 0]
+    if not held:
+        flat = "unknown (no snapshot from the gateway-bridge)" if broker is None else "none"
+        return Group(ours, Text(f"broker holdings: {flat}"))
     theirs = Table(
         title="broker holdings" + (" (unknown)" if broker is None else f" ({len(held)})"),
         title_justify="left",

@@ -29,7 +29,7 @@ def test_make_run_answers_trades_at_the_simulator_and_stops_clean_on_ctrl_c(
 
     stack.wait_for("the API ready", lambda: stack.http(f"{stack.api}/readyz")[0] == 200)
     stack.remember_servers()
-    assert set(stack.servers) == {"nats", "postgres"}
+    assert set(stack.servers) == {"launcher", "nats", "postgres"}
     key_file = stack.root / ".ibflow" / "api-key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()

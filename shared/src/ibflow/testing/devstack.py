@@ -228,11 +228,23 @@ def _stop_leftover(what: str, pid: int, marker: str, sig: signal.Signals) -> Non
 
 
 def _stop_leftovers(state_dir: Path) -> None:
+    """Stop the servers a killed launcher left behind; refuse while that launcher runs."""
     state_file = state_dir / STATE_FILE
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError):
         return
+    launcher = state.get("launcher")
+    if (
+        isinstance(launcher, int)
+        and launcher != os.getpid()
+        and _alive(launcher)
+        and "devstack" in _cmdline(launcher)
+    ):
+        raise DevstackError(
+            f"ibflow-devstack already runs on {state_dir} (pid {launcher}): use it, or stop "
+            "it with Ctrl-C in its terminal first"
+        )
     if isinstance(pid := state.get("nats"), int):
         _stop_leftover("nats-server", pid, str(state_dir / "nats"), signal.SIGTERM)
     if isinstance(pid := state.get("postgres"), int):
@@ -241,7 +253,8 @@ def _stop_leftovers(state_dir: Path) -> None:
 
 
 def _save_state(state_dir: Path, pids: Mapping[str, int]) -> None:
-    (state_dir / STATE_FILE).write_text(json.dumps(dict(pids)) + "\n")
+    state = {"launcher": os.getpid(), **pids}
+    (state_dir / STATE_FILE).write_text(json.dumps(state) + "\n")
 
 
 # --------------------------------------------------------------------------- steps
