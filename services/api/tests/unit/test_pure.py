@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from ibflow.bus.errors import RemoteError, RequestTimeout
+from ibflow.settings import SettingsError
 from ibflow_api.errors import ApiError, validation_detail
 from ibflow_api.keys import Scope, parse_key
 from ibflow_api.repository import decode_cursor, encode_cursor
@@ -77,6 +78,11 @@ def test_api_port_comes_from_ibflow_api_port(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("IBFLOW_API_PORT", "8123")
     assert ApiSettings.load().http_port == 8123
     assert ApiSettings.load(http_port=0).http_port == 0
+    monkeypatch.setenv("IBFLOW_API_PORT", "eighty")
+    with pytest.raises(SettingsError) as bad:
+        ApiSettings.load()
+    assert str(bad.value).splitlines()[1].strip().startswith("IBFLOW_API_PORT: ")
+    monkeypatch.delenv("IBFLOW_API_PORT")
     monkeypatch.setenv("IBFLOW_CORS_ORIGINS", '["https://dash.example"]')
     assert ApiSettings.load().cors_origins == ["https://dash.example"]
     assert ApiSettings.load().http_host == "127.0.0.1"
