@@ -15,6 +15,10 @@ from pydantic import ValidationError
 from ibflow.contracts import (
     REFUSED,
     AccountValuesReported,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyRevoked,
+    ApiKeysListed,
     BrokerErrorReported,
     BrokerOrderSearched,
     BrokerPositionReported,
@@ -26,6 +30,7 @@ from ibflow.contracts import (
     CommissionReported,
     ConnectionState,
     Contract,
+    CreateApiKey,
     EntrySessionCompleted,
     EntrySkipped,
     Envelope,
@@ -37,6 +42,7 @@ from ibflow.contracts import (
     GatewayConnectionChanged,
     GatewayType,
     HaltTrading,
+    ListApiKeys,
     MarketDataTick,
     MessageDeadLettered,
     ModifyBrokerOrder,
@@ -64,6 +70,7 @@ from ibflow.contracts import (
     RequestReconciliation,
     RequestSessionSchedule,
     ResumeTrading,
+    RevokeApiKey,
     RiskAction,
     RiskLimitBreached,
     ScheduledOccurrence,
@@ -120,6 +127,10 @@ SESSION: dict[str, Any] = {
 }
 USER = "user:alice"
 
+API_KEY = ApiKeyInfo(
+    key_id="0123456789ab", name="grafana", scope="read", created_by=USER, created_at=T0
+)
+
 SAMPLES: dict[type[Contract], Contract] = {
     m.__class__: m
     for m in (
@@ -135,6 +146,12 @@ SAMPLES: dict[type[Contract], Contract] = {
         RequestReconciliation(requested_by=USER),
         TriggerSessionEvent(name="close_out", requested_by=USER),
         RequestSessionSchedule(session_date=date(2026, 11, 23)),
+        CreateApiKey(name="grafana", scope="read", requested_by=USER),
+        ApiKeyCreated(key=API_KEY, secret="ibf_0123456789ab_" + "s" * 43),
+        ListApiKeys(include_revoked=True, requested_by=USER),
+        ApiKeysListed(keys=(API_KEY,)),
+        RevokeApiKey(key_id="0123456789ab", reason="left", requested_by=USER),
+        ApiKeyRevoked(key=API_KEY.model_copy(update={"revoked_at": T0})),
         SessionScheduleReported(
             as_of=T0,
             session=SessionSchedule(
@@ -431,7 +448,8 @@ def test_messages_are_frozen() -> None:
 
 _IMPERATIVE = {
     "Submit", "Modify", "Cancel", "Halt", "Resume", "Flatten", "Set", "Request",
-    "Trigger", "Subscribe", "Unsubscribe", "Refresh", "Place", "Find",
+    "Trigger", "Subscribe", "Unsubscribe", "Refresh", "Place", "Find", "Create", "List",
+    "Revoke",
 }  # fmt: skip
 
 

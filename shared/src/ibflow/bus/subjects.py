@@ -84,6 +84,9 @@ REQUEST_SESSION_SCHEDULE: Final = f"{COMMANDS_PREFIX}.session.schedule"
 SUBMIT_RECOMMENDATIONS: Final = f"{COMMANDS_PREFIX}.recommendations.submit"
 SUBSCRIBE_MARKET_DATA: Final = f"{COMMANDS_PREFIX}.market_data.subscribe"
 UNSUBSCRIBE_MARKET_DATA: Final = f"{COMMANDS_PREFIX}.market_data.unsubscribe"
+CREATE_API_KEY: Final = f"{COMMANDS_PREFIX}.api_key.create"
+LIST_API_KEYS: Final = f"{COMMANDS_PREFIX}.api_key.list"
+REVOKE_API_KEY: Final = f"{COMMANDS_PREFIX}.api_key.revoke"
 # Broker commands are followed by the portfolio: only the order-manager publishes the
 # order ones, and each bridge connection listens to its own portfolio.
 BROKER_COMMANDS_PREFIX: Final = f"{COMMANDS_PREFIX}.broker"

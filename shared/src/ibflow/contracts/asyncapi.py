@@ -45,6 +45,9 @@ DEFAULT_REPLY: Final = "CommandAccepted"
 REPLIES: Final[dict[str, str]] = {
     "RequestSessionSchedule": "SessionScheduleReported",
     "FindBrokerOrder": "BrokerOrderSearched",
+    "CreateApiKey": "ApiKeyCreated",
+    "ListApiKeys": "ApiKeysListed",
+    "RevokeApiKey": "ApiKeyRevoked",
 }
 """The success reply of each command that is not answered with ``CommandAccepted``."""
 

@@ -23,6 +23,14 @@ from ibflow.contracts.account import (
     BrokerPositionReported,
     PortfolioChanged,
 )
+from ibflow.contracts.api_keys import (
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    ApiKeysListed,
+    CreateApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+)
 from ibflow.contracts.base import Command, Contract, Event
 from ibflow.contracts.control import (
     HaltTrading,
@@ -92,6 +100,8 @@ class Service(StrEnum):
     POSITION_MONITOR = "position-monitor"
     SCHEDULER = "scheduler"
     API = "api"
+    CLI = "cli"
+    """The operators' CLI ``ibflow`` (not a service: it only sends commands and reads)."""
 
 
 _PLACEHOLDER: Final = re.compile(r"\{[a-z_]+\}")
@@ -145,12 +155,13 @@ class MessageSpec:
         return "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n") if p.strip())
 
 
-_BRIDGE, _OM, _PM, _SCHED, _API = (
+_BRIDGE, _OM, _PM, _SCHED, _API, _CLI = (
     Service.GATEWAY_BRIDGE,
     Service.ORDER_MANAGER,
     Service.POSITION_MONITOR,
     Service.SCHEDULER,
     Service.API,
+    Service.CLI,
 )
 _EVT = s.EVENTS_STREAM
 
@@ -174,17 +185,21 @@ def _reply(model: type[Contract]) -> MessageSpec:
 
 CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     # commands to the order-manager, the position-monitor and the scheduler
-    _command(SubmitOrder, s.SUBMIT_ORDER, (_API, _PM), _OM),
+    _command(SubmitOrder, s.SUBMIT_ORDER, (_API, _PM, _CLI), _OM),
     _command(ModifyOrder, s.MODIFY_ORDER, (_API, _PM), _OM),
-    _command(CancelOrder, s.CANCEL_ORDER, (_API, _PM), _OM),
-    _command(HaltTrading, s.HALT_TRADING, (_API,), _OM),
-    _command(ResumeTrading, s.RESUME_TRADING, (_API,), _OM),
-    _command(FlattenPositions, s.FLATTEN_POSITIONS, (_API,), _PM),
+    _command(CancelOrder, s.CANCEL_ORDER, (_API, _PM, _CLI), _OM),
+    _command(HaltTrading, s.HALT_TRADING, (_API, _CLI), _OM),
+    _command(ResumeTrading, s.RESUME_TRADING, (_API, _CLI), _OM),
+    _command(FlattenPositions, s.FLATTEN_POSITIONS, (_API, _CLI), _PM),
     _command(SetPositionLevels, s.SET_POSITION_LEVELS, (_API,), _PM),
-    _command(RequestReconciliation, s.REQUEST_RECONCILIATION, (_API,), _PM),
-    _command(TriggerSessionEvent, s.TRIGGER_SESSION_EVENT, (_API,), _SCHED),
-    _command(RequestSessionSchedule, s.REQUEST_SESSION_SCHEDULE, (_API,), _SCHED),
+    _command(RequestReconciliation, s.REQUEST_RECONCILIATION, (_API, _CLI), _PM),
+    _command(TriggerSessionEvent, s.TRIGGER_SESSION_EVENT, (_API, _CLI), _SCHED),
+    _command(RequestSessionSchedule, s.REQUEST_SESSION_SCHEDULE, (_API, _CLI), _SCHED),
     _command(SubmitRecommendations, s.SUBMIT_RECOMMENDATIONS, (_API,), _OM),
+    # commands to the api (the operators' key management)
+    _command(CreateApiKey, s.CREATE_API_KEY, (_CLI,), _API),
+    _command(ListApiKeys, s.LIST_API_KEYS, (_CLI,), _API),
+    _command(RevokeApiKey, s.REVOKE_API_KEY, (_CLI,), _API),
     # commands to the gateway-bridge
     _command(SubscribeMarketData, s.SUBSCRIBE_MARKET_DATA, (_PM, _API), _BRIDGE),
     _command(UnsubscribeMarketData, s.UNSUBSCRIBE_MARKET_DATA, (_PM, _API), _BRIDGE),
@@ -197,7 +212,10 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _reply(CommandAccepted),
     _reply(ErrorReply),
     _reply(BrokerOrderSearched),
-    MessageSpec(SessionScheduleReported, MessageKind.REPLY, None, None, (_SCHED,), (_API,)),
+    MessageSpec(SessionScheduleReported, MessageKind.REPLY, None, None, (_SCHED,), (_API, _CLI)),
+    MessageSpec(ApiKeyCreated, MessageKind.REPLY, None, None, (_API,), (_CLI,)),
+    MessageSpec(ApiKeysListed, MessageKind.REPLY, None, None, (_API,), (_CLI,)),
+    MessageSpec(ApiKeyRevoked, MessageKind.REPLY, None, None, (_API,), (_CLI,)),
     # broker facts, from the gateway-bridge
     _event(GatewayConnectionChanged, s.gateway_connection(PORTFOLIO), _BRIDGE, (_OM, _PM, _API)),
     _event(BrokerErrorReported, s.broker_error(PORTFOLIO), _BRIDGE, (_OM, _API)),
