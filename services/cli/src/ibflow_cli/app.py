@@ -13,6 +13,7 @@ import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Final
 
 import nats.errors
@@ -27,13 +28,18 @@ from ibflow.bus.publisher import TYPE_HEADER
 from ibflow.bus.subjects import ALL_PORTFOLIOS
 from ibflow.contracts import (
     AccountValuesReported,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    ApiKeysListed,
     BrokerErrorReported,
     BrokerPositionReported,
     CancelOrder,
     CommandAccepted,
+    CreateApiKey,
     FlattenPositions,
     GatewayConnectionChanged,
     HaltTrading,
+    ListApiKeys,
     OrderBookUpdated,
     OrderPurpose,
     OrderSide,
@@ -45,6 +51,7 @@ from ibflow.contracts import (
     RequestReconciliation,
     RequestSessionSchedule,
     ResumeTrading,
+    RevokeApiKey,
     SessionScheduleReported,
     SubmitOrder,
     TimeInForce,
@@ -80,8 +87,10 @@ orders_app = typer.Typer(
     help="List, place and cancel orders (the order-manager).", no_args_is_help=True
 )
 session_app = typer.Typer(help="The scheduler's trading-session events.", no_args_is_help=True)
+keys_app = typer.Typer(help="The API's keys (served by the api).", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
 app.add_typer(session_app, name="session")
+app.add_typer(keys_app, name="api-key")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -680,5 +689,69 @@ def connection_test(
         )
         out.print(render.diagnosis(portfolio, state, result, outcome))
         return EXIT_OK if result.ok else EXIT_REFUSED
+
+    _run(ctx, body)
+
+
+# --------------------------------------------------------------------------- api keys
+
+
+class KeyScope(StrEnum):
+    """``--scope`` of ``api-key create``."""
+
+    READ = "read"
+    TRADE = "trade"
+    ADMIN = "admin"
+
+
+@keys_app.command("create")
+def api_key_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="what the key is for")],
+    scope: Annotated[KeyScope, typer.Option(case_sensitive=False)] = KeyScope.READ,
+) -> None:
+    """Create a key and print it: it is shown this once and cannot be read back."""
+
+    async def body(bus: Bus) -> int:
+        command = build(CreateApiKey, name=name, scope=scope.value, requested_by=bus.options.actor)
+        reply = await bus.ask(subjects.CREATE_API_KEY, command, ApiKeyCreated)
+        out.print(f"id:    {reply.key.key_id}\nname:  {reply.key.name}\nscope: {reply.key.scope}")
+        sys.stdout.write(f"key:   {reply.secret}\n")
+        sys.stdout.flush()
+        err.print("Store the key now: it is not shown again.")
+        return EXIT_OK
+
+    _run(ctx, body)
+
+
+@keys_app.command("list")
+def api_key_list(
+    ctx: typer.Context,
+    show_all: Annotated[bool, typer.Option("--all", help="revoked keys too")] = False,
+) -> None:
+    """The keys (never their secrets), oldest first."""
+
+    async def body(bus: Bus) -> int:
+        command = build(ListApiKeys, include_revoked=show_all, requested_by=bus.options.actor)
+        reply = await bus.ask(subjects.LIST_API_KEYS, command, ApiKeysListed)
+        out.print(render.api_keys(reply))
+        return EXIT_OK
+
+    _run(ctx, body)
+
+
+@keys_app.command("revoke")
+def api_key_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="the key's id (12 hex characters)")],
+    reason: ReasonOpt = "",
+) -> None:
+    """Revoke a key now (the api stops accepting it within its key cache delay)."""
+
+    async def body(bus: Bus) -> int:
+        command = build(RevokeApiKey, key_id=key_id, reason=reason, requested_by=bus.options.actor)
+        reply = await bus.ask(subjects.REVOKE_API_KEY, command, ApiKeyRevoked)
+        out.print(f"[green]revoked[/] {reply.key.key_id} ({reply.key.name}, {reply.key.scope})")
+        return EXIT_OK
 
     _run(ctx, body)

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ibflow.contracts import (
     AccountValuesReported,
+    ApiKeysListed,
     BrokerPositionReported,
     ConnectionState,
     GatewayConnectionChanged,
@@ -313,3 +314,23 @@ def diagnosis(
     if not result.ok:
         lines.append(Text("fix: ", style="bold").append(result.fix, style=""))
     return Panel(Group(*lines), title=f"test-connection {escape(portfolio)}", title_align="left")
+
+
+def api_keys(reply: ApiKeysListed) -> RenderableType:
+    """The API's keys, without secrets."""
+    if not reply.keys:
+        return Text("no API key")
+    table = Table(title=f"API keys ({len(reply.keys)})", title_justify="left")
+    for column in ("id", "name", "scope", "created", "by", "last used", "revoked"):
+        table.add_column(column, no_wrap=column == "id")
+    for key in reply.keys:
+        table.add_row(
+            key.key_id,
+            key.name,
+            key.scope,
+            _time(key.created_at),
+            key.created_by,
+            _time(key.last_used_at),
+            _time(key.revoked_at) if key.revoked_at else "",
+        )
+    return table
