@@ -227,6 +227,10 @@ async def with_bus(options: Options, body: Callable[[Bus], Awaitable[int]]) -> i
         ) from None
     try:
         return await body(Bus(nc, options))
+    except nats.errors.BadSubjectError:
+        raise CliError(
+            EXIT_USAGE, "not a valid NATS subject (tokens split by '.', no spaces)"
+        ) from None
     except nats.errors.TimeoutError:
         raise CliError(EXIT_UNREACHABLE, "NATS did not answer in time") from None
     except nats.js.errors.ServiceUnavailableError:
