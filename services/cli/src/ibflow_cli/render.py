@@ -53,10 +53,14 @@ _SUMMARY_FIELDS: Final = (
     "side",
     "quantity",
     "status",
+    "ib_status",
+    "filled",
     "filled_quantity",
     "avg_fill_price",
     "price",
     "shares",
+    "commission",
+    "position",
     "code",
     "reason",
     "message",
@@ -275,9 +279,17 @@ def schedule(reply: SessionScheduleReported) -> RenderableType:
     return Group(*parts)
 
 
+def _clock(value: object) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return ""
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}"
+
+
 def event_line(subject: str, kind: str, data: dict[str, object]) -> Text:
     """One event, prettily: time, type, subject and its telling fields."""
-    stamp = str(data.get("ts_event") or data.get("ts_init") or "")[11:23]
+    stamp = _clock(data.get("ts_event") or data.get("ts_init"))
     text = Text(f"{stamp:<12} ", style="dim")
     style = "red" if "Reject" in kind or "Error" in kind or "DeadLetter" in kind else "bold"
     text.append(f"{kind or '?':<26}", style=style)

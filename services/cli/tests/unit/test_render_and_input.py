@@ -92,6 +92,8 @@ def test_event_line_shows_type_subject_and_the_telling_fields_only() -> None:
     assert "status=FILLED" in line
     assert "event_id" not in line
     assert "limit_price" not in line
+    whole_second = render.event_line("s", "ExecutionReported", {"ts_event": "2026-11-21T21:15:29Z"})
+    assert whole_second.plain.startswith("21:15:29.000")
 
 
 def test_bad_input_names_the_field_and_the_rule() -> None:
