@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from functools import partial
 from typing import Final
 
 from fastapi import FastAPI, WebSocket
@@ -26,13 +27,13 @@ from ibflow.db import apply_migrations
 from ibflow.db.outbox import OutboxRelay
 from ibflow.runtime import Runtime, Service, run
 from ibflow_api.auth import AuthMiddleware, KeyVerifier, presented_key
-from ibflow_api.bridge_state import BridgeState
+from ibflow_api.bridge_state import BridgeState, BridgeStateUnavailable
 from ibflow_api.deps import Services
 from ibflow_api.errors import install_handlers
 from ibflow_api.keys import ApiKey
 from ibflow_api.routes import ib, portfolios
 from ibflow_api.settings import ApiSettings
-from ibflow_api.ws import CLOSE_NOT_READY, CLOSE_UNAUTHENTICATED, Hub, serve_client
+from ibflow_api.ws import CLOSE_NOT_READY, CLOSE_UNAUTHENTICATED, Hub, WsClient, serve_client
 
 log = logging.getLogger("ibflow.api")
 
@@ -73,7 +74,7 @@ def create_app(settings: ApiSettings, ops: Starlette | None = None) -> FastAPI:
         key = await _authenticate(ws, services)
         if key is None:
             return
-        await serve_client(ws, services.hub, key.id)
+        await serve_client(ws, services.hub, key.id, partial(_snapshot, services))
 
     def verifier() -> KeyVerifier | None:
         services: Services | None = app.state.services
@@ -107,6 +108,28 @@ async def _authenticate(ws: WebSocket, services: Services) -> ApiKey | None:
     if key is None and ws.client_state is WebSocketState.CONNECTED:
         await ws.close(code=CLOSE_UNAUTHENTICATED, reason="a valid API key is required")
     return key
+
+
+async def _snapshot(services: Services, client: WsClient) -> list[tuple[str, str | None, bytes]]:
+    """The bridge's current connection and account state of the client's portfolios
+    (every enabled one when it has no portfolio filter); what is unknown is left out."""
+    if client.portfolios is not None:
+        portfolios = sorted(client.portfolios)
+    else:
+        async with services.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT id FROM portfolios WHERE enabled ORDER BY id")
+        portfolios = [row["id"] for row in rows]
+    found: list[tuple[str, str | None, bytes]] = []
+    for portfolio in portfolios:
+        try:
+            connection = await services.bridge.connection(portfolio)
+            accounts = await services.bridge.accounts(portfolio) or []
+        except BridgeStateUnavailable:
+            continue
+        if connection is not None:
+            found.append(("ib_connection", portfolio, connection.to_json()))
+        found.extend(("ib_account", portfolio, account.to_json()) for account in accounts)
+    return found
 
 
 def app_of(rt: Runtime[ApiSettings]) -> FastAPI | None:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -290,14 +290,7 @@ class Hub:
         except (ValidationError, ValueError) as exc:
             log.warning("undecodable event on %s not forwarded: %s", subject, exc)
             return
-        text = json.dumps(
-            {
-                "type": kind,
-                "portfolio_id": portfolio,
-                "data": payload,
-                "timestamp": utc_now().isoformat(),
-            }
-        )
+        text = _message(kind, portfolio, payload)
         WS_SENT.labels(kind).inc(len(targets))
         for client in targets:
             client.offer(text)
@@ -356,14 +349,31 @@ class Hub:
                 await self._lease(sorted(self._quotes))
 
 
+def _message(kind: str, portfolio: str | None, data: Any) -> str:
+    return json.dumps(
+        {"type": kind, "portfolio_id": portfolio, "data": data, "timestamp": utc_now().isoformat()}
+    )
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-async def serve_client(websocket: WebSocket, hub: Hub, key_id: str) -> None:
-    """Stream to an authenticated, accepted ``websocket`` until it leaves or is dropped."""
+Snapshot = Callable[["WsClient"], Awaitable[list[tuple[str, str | None, bytes]]]]
+"""The current state a client gets after ``welcome``: ``(type, portfolio, event JSON)``."""
+
+
+async def serve_client(
+    websocket: WebSocket, hub: Hub, key_id: str, snapshot: Snapshot | None = None
+) -> None:
+    """Stream to an authenticated, accepted ``websocket`` until it leaves or is dropped.
+
+    After ``welcome``, ``snapshot`` (if given) supplies the current state the client's
+    filters select, so a dashboard starts from it rather than waiting for changes; live
+    messages queued meanwhile follow it.
+    """
     client = hub.add(key_id)
     try:
         params = websocket.query_params
@@ -378,6 +388,12 @@ async def serve_client(websocket: WebSocket, hub: Hub, key_id: str) -> None:
             await websocket.close(code=1008, reason=str(exc)[:120])
             return
         await websocket.send_text(_control("welcome", client))
+        if snapshot is not None:
+            for kind, portfolio, data in await snapshot(client):
+                if client.wants(kind, portfolio, None):
+                    await websocket.send_text(
+                        _message(kind, portfolio, _dashboard_data(kind, data))
+                    )
         sender = asyncio.create_task(_send_loop(websocket, client), name="ws-send")
         reader = asyncio.create_task(_read_loop(websocket, hub, client), name="ws-read")
         dropped = asyncio.create_task(client.dropped.wait(), name="ws-dropped")

@@ -16,7 +16,7 @@ from ibflow.contracts import ConnectionState, GatewayConnectionChanged, GatewayT
 from ibflow_api.keys import Scope
 from ibflow_api.ws import CLOSE_TOO_SLOW
 
-from .conftest import PORTFOLIO, Stack
+from .conftest import PORTFOLIO, Stack, wait_for
 
 FLOOD = 400
 PADDING = "x" * 60_000
@@ -39,8 +39,12 @@ def _dropped() -> float:
     return REGISTRY.get_sample_value("ibflow_api_ws_dropped_total") or 0.0
 
 
+def _flooded(received: list[dict[str, Any]]) -> int:
+    return sum(1 for m in received if m["portfolio_id"] == "flood")
+
+
 async def _read_until(ws: Any, wanted: int, into: list[dict[str, Any]]) -> None:
-    while sum(1 for m in into if m["type"] == "ib_connection") < wanted:
+    while _flooded(into) < wanted:
         into.append(json.loads(await ws.recv()))
 
 
@@ -70,8 +74,12 @@ def _dropped() -> float:
     return REGISTRY.get_sample_value("ibflow_api_ws_dropped_total") or 0.0
 
 
+def _flooded(received: list[dict[str, Any]]) -> int:
+    return sum(1 for m in received if m["portfolio_id"] == "flood")
+
+
 async def _read_until(ws: Any, wanted: int, into: list[dict[str, Any]]) -> None:
-    while sum(1 for m in into if m["type"] == "ib_connection") < wanted:
+    while _flooded(into) < wanted:
         into.append(json.loads(await ws.recv()))
 
 
@@ -87,11 +95,12 @@ async def test_a_slow_client_is_dropped_and_the_others_get_everything(stack: Sta
         reader = asyncio.create_task(_read_until(fast, FLOOD, received))
         for i in range(FLOOD):  # ~24 MB: more than the socket buffers and the queue hold
             await stack.nc.publish(subjects.gateway_connection("flood"), _event(i, "flood"))
-            if i % 20 == 0:
+            if i % 16 == 15:  # the fast client keeps up (never 64 behind), however loaded
                 await stack.nc.flush()
+                await wait_for(lambda i=i: _flooded(received) > i - 32, within=30)
         await stack.nc.flush()
         await asyncio.wait_for(reader, 60)
-    flood = [m["data"]["client_id"] for m in received if m["type"] == "ib_connection"]
+    flood = [m["data"]["client_id"] for m in received if m["portfolio_id"] == "flood"]
     assert flood == list(range(FLOOD))
     assert _dropped() == dropped_before + 1
     tail = await asyncio.wait_for(stalled.read(), 30)  # what was buffered, then EOF
@@ -143,3 +152,17 @@ async def test_quotes_stream_only_for_the_symbols_a_client_asks_for(stack: Stack
                 continue
     assert quote is not None, "no quote for AAPL"
     assert quote["data"]["symbol"] == "AAPL"
+
+
+async def test_a_new_client_gets_the_current_connection_and_account_first(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.keys[Scope.READ]}
+    async with websockets.connect(
+        f"{stack.ws_url}?portfolio={PORTFOLIO}", additional_headers=headers
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        first = json.loads(await ws.recv())
+        second = json.loads(await ws.recv())
+    assert (first["type"], first["portfolio_id"]) == ("ib_connection", PORTFOLIO)
+    assert (first["data"]["state"], first["data"]["client_id"]) == ("ready", 51)
+    assert second["type"] == "ib_account"
+    assert second["data"]["account_id"] == "DU1234567"
