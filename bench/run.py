@@ -489,7 +489,9 @@ def markdown(rows: list[Figure], results: dict[str, Any], meta: dict[str, Any]) 
             "",
             f"Burst CPU, % of one core: {sy['burst'].get('cpu_percent_of_one_core')}"
             " (the simulator runs inside the bench process); on a CPU / waiting for one, ms:"
-            f" {sy['burst'].get('scheduling')}. The bridge reconnected"
+            f" {sy['burst'].get('scheduling')}. IB messages the simulator wrote to the bridge"
+            f" per execution: {sy['burst'].get('ib_messages_per_execution')}."
+            " The bridge reconnected"
             f" {sy['burst'].get('bridge_reconnects')} time(s) during the burst.",
         ]
     if sy.get("check_details"):

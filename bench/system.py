@@ -63,6 +63,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -221,6 +222,22 @@ class SimProbe:
             return max_rate_exceeded(*args, **kwargs)
 
         sim_session.errors.max_rate_exceeded = counted  # type: ignore[assignment]
+        self.frames: Counter[int] = Counter()
+        """IB messages written to each client id (what the bridge has to decode)."""
+        self.kinds: Counter[str] = Counter()
+        """IB messages written, by message id (every client)."""
+        send = sim_session.ClientSession.send
+        frames, kinds = self.frames, self.kinds
+
+        def counted_send(session: Any, *out: bytes, droppable: bool = False) -> bool:
+            written = send(session, *out, droppable=droppable)
+            if written and session.client_id is not None:
+                frames[session.client_id] += len(out)
+                for frame in out:  # IB message id: the first field after the length
+                    kinds[frame[4 : frame.index(b"\0", 4)].decode()] += 1
+            return written
+
+        sim_session.ClientSession.send = counted_send  # type: ignore[method-assign]
 
 
 class Tap:
@@ -587,6 +604,8 @@ async def phase_burst(
 ) -> Summary:
     executions = orders * lots
     reconnects_before = await reconnects(bridge_http)
+    frames_before = probe.frames[gb.BRIDGE_CLIENT_ID]
+    kinds_before = Counter(probe.kinds)
     sim = probe.sim
     cpu = CpuMeter(processes)
     sched = SchedMeter(processes)
@@ -601,6 +620,7 @@ async def phase_burst(
     cpu_percent = cpu.stop()
     scheduling = sched.stop(executions)
     bridge_reconnects = await reconnects(bridge_http) - reconnects_before
+    frames = probe.frames[gb.BRIDGE_CLIENT_ID] - frames_before
     committed = await commit_times(db, "burst-%")
     last_commit = max(committed.values()) if committed else first_fill
     to_last = last_commit - first_fill
@@ -616,6 +636,13 @@ async def phase_burst(
         "cpu_percent_of_one_core": cpu_percent,
         "scheduling": scheduling,
         "bridge_reconnects": bridge_reconnects,
+        "ib_messages_to_bridge": frames,
+        "ib_messages_per_execution": round(frames / executions, 2),
+        "ib_messages_per_execution_by_id": {
+            k: round(n / executions, 2)
+            for k, n in (probe.kinds - kinds_before).most_common()
+            if n >= executions / 100
+        },
     }
 
 
