@@ -5,8 +5,8 @@ FastAPI app built by :func:`create_app` with the runtime's ``/metrics``, ``/heal
 and ``/readyz`` mounted in it; the runtime keeps the lifecycle (signals, readiness,
 drain). Until :func:`wire` has connected everything the API answers 503 (``/healthz``
 still 200). Startup: apply this package's migration (``api_keys``), start the outbox
-relay (portfolio writes announce themselves with ``PortfolioChanged`` through it) and
-the WebSocket hub.
+relay (portfolio writes announce themselves with ``PortfolioChanged`` through it), the
+WebSocket hub, and the API-key commands over NATS (:mod:`ibflow_api.key_commands`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ibflow_api.auth import AuthMiddleware, KeyVerifier, presented_key
 from ibflow_api.bridge_state import BridgeState, BridgeStateUnavailable
 from ibflow_api.deps import Services
 from ibflow_api.errors import install_handlers
+from ibflow_api.key_commands import KeyCommands, unsubscribe
 from ibflow_api.keys import ApiKey
 from ibflow_api.routes import ib, portfolios
 from ibflow_api.settings import ApiSettings
@@ -153,6 +154,8 @@ async def wire(rt: Runtime[ApiSettings]) -> None:
     hub = Hub(rt.nats, rt.settings.ws_queue_size)
     await hub.start()
     rt.on_shutdown(hub.close)
+    served = await KeyCommands(rt.pool).serve(rt.nats)
+    rt.on_shutdown(partial(unsubscribe, served))
     services = Services(
         settings=rt.settings,
         pool=rt.pool,

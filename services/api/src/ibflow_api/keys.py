@@ -143,6 +143,12 @@ async def revoke_key(conn: AnyConnection, key_id: str) -> bool:
     return status.endswith(" 1")
 
 
+async def get_key(conn: AnyConnection, key_id: str) -> ApiKey | None:
+    """The key with this id (revoked or not), or ``None``."""
+    row = await conn.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
+    return None if row is None else _row_to_key(row)
+
+
 async def verify_key(conn: AnyConnection, presented: str) -> ApiKey | None:
     """The active key ``presented`` is, or ``None`` (malformed, unknown, wrong, revoked)."""
     parsed = parse_key(presented)
