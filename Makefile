@@ -10,7 +10,7 @@ export UV_LINK_MODE ?= copy
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 SRC := shared/src/ibflow $(wildcard services/*/src/ibflow_*)
 
-.PHONY: help bootstrap sync lint format typecheck unit pytest test run bench schemas clean
+.PHONY: help bootstrap sync lint format typecheck unit pytest test chaos run bench schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,10 +34,16 @@ format: sync ## apply ruff format and autofixes
 typecheck: sync ## mypy --strict over every src package
 	$(UV_RUN) mypy $(SRC)
 
-pytest: sync ## all tests (unit + integration against real nats-server and PostgreSQL)
-	$(UV_RUN) pytest $(PYTEST_ARGS)
+# `make test` runs the fast chaos scenarios (marker chaos_fast) and leaves the rest to `make chaos`
+PYTEST_MARKERS ?= not chaos or chaos_fast
 
-test: lint typecheck pytest ## lint + type check + all tests
+pytest: sync ## all tests but the slow chaos scenarios (unit + integration against real servers)
+	$(UV_RUN) pytest -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS)
+
+test: lint typecheck pytest ## lint + type check + all tests (fast chaos subset included)
+
+chaos: sync ## the whole chaos suite (tests/chaos, docs/reliability.md; CHAOS_ARGS=-k ...)
+	$(UV_RUN) pytest tests/chaos -m chaos $(CHAOS_ARGS)
 
 run: sync ## start the whole system on the embedded default (Ctrl-C stops it)
 	$(UV_RUN) ibflow-devstack

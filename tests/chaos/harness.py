@@ -18,9 +18,11 @@ import contextlib
 import ctypes
 import os
 import re
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -263,10 +265,12 @@ class Infra:
         self.pg.stop()
 
     def stop(self) -> None:
-        if self.nats is not None:
-            self.nats.stop()
-        if self.pg is not None:
-            self.pg.stop()
+        try:
+            if self.nats is not None:
+                self.nats.stop()
+        finally:
+            if self.pg is not None:
+                self.pg.stop()
 
 
 # ---------------------------------------------------------------------- the stack
@@ -382,23 +386,14 @@ async def chaos_stack(
 ) -> AsyncIterator[Stack]:
     """Own nats-server + PostgreSQL, gateway-sim in-process (frozen market, one or two
     accounts), the database migrated and seeded. Services are started by the scenario
-    (``stack.process(...)``); all are stopped at the end, their logs printed on failure."""
-    infra = Infra(tmp_path)
-    infra.start_nats()
-    infra.start_postgres()
-    accounts = [{"id": ACCOUNT, "starting_cash": str(START_CASH)}]
-    if with_positions:
-        accounts.append({"id": POS_ACCOUNT, "starting_cash": str(START_CASH)})
-    config = SimConfig.model_validate(
-        {"accounts": accounts, "market": {"auto_advance": False}, **(sim_config or {})}
-    ).with_seed(5)
-    sim = GatewaySimulator(config)
-    await sim.start("127.0.0.1", 0)
-    sim.faults.freeze(True)
-    for symbol, price in PRICES.items():
-        sim.faults.set_price(symbol, price)
-    for symbol in POSITION_SYMBOLS:
-        sim.faults.set_price(symbol, Decimal(100))
+    (``stack.process(...)``); all are stopped at the end, their logs (in ``tmp_path``)
+    printed on failure.
+
+    The servers' data lives in a ``mkdtemp`` directory, not under ``tmp_path``: when
+    tests run as root PostgreSQL runs as another user, and every pytest session that
+    starts (other runs on the machine too) takes the group/other bits off
+    ``/tmp/pytest-of-root``, which would lock it out of its own data mid-scenario."""
+    infra = Infra(Path(tempfile.mkdtemp(prefix="ibflow-chaos-")))
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IBFLOW_")}
@@ -411,9 +406,25 @@ async def chaos_stack(
         IBFLOW_SHUTDOWN_GRACE_SECONDS="5",
         PYTHONUNBUFFERED="1",
     )
+    sim: GatewaySimulator | None = None
     nc: NatsClient | None = None
     stack: Stack | None = None
     try:
+        infra.start_nats()
+        infra.start_postgres()
+        accounts = [{"id": ACCOUNT, "starting_cash": str(START_CASH)}]
+        if with_positions:
+            accounts.append({"id": POS_ACCOUNT, "starting_cash": str(START_CASH)})
+        config = SimConfig.model_validate(
+            {"accounts": accounts, "market": {"auto_advance": False}, **(sim_config or {})}
+        ).with_seed(5)
+        sim = GatewaySimulator(config)
+        await sim.start("127.0.0.1", 0)
+        sim.faults.freeze(True)
+        for symbol, price in PRICES.items():
+            sim.faults.set_price(symbol, price)
+        for symbol in POSITION_SYMBOLS:
+            sim.faults.set_price(symbol, Decimal(100))
         await _seed(infra.database_url, sim, with_positions)
         nc = await nats.connect(infra.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
         stack = Stack(infra, sim, nc, log_dir, env)
@@ -424,13 +435,17 @@ async def chaos_stack(
             proc.dump()
         raise
     finally:
-        for proc in stack.processes if stack else []:
-            await proc.stop()
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.close()
-        await sim.stop()
-        infra.stop()
+        try:
+            for proc in stack.processes if stack else []:
+                await proc.stop()
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            if sim is not None:
+                await sim.stop()
+        finally:
+            infra.stop()
+            shutil.rmtree(infra.root, ignore_errors=True)
 
 
 async def start_services(

@@ -128,7 +128,6 @@ async def a_stack_with_positions(stack: Stack, ticking: Ticker) -> None:
     del ticking
 
 
-@pytest.mark.chaos_fast
 @pytest.mark.timeout(400)
 async def test_duplicated_and_reordered_events_on_the_bus_change_no_books(
     tmp_path: Path,
@@ -180,6 +179,7 @@ async def dead_letters(stack: Stack) -> list[MessageDeadLettered]:
     return letters
 
 
+@pytest.mark.chaos_fast
 @pytest.mark.timeout(400)
 async def test_a_poison_message_is_dead_lettered_with_the_reason_and_the_rest_continue(
     tmp_path: Path,
