@@ -12,7 +12,8 @@ loop, until :meth:`stop`:
    has returned);
 3. while connected, probes the Gateway with ``reqCurrentTime`` every
    ``heartbeat_interval`` seconds; no answer within ``heartbeat_timeout`` is a zombie
-   gateway → ``heartbeat_missed()`` and a forced reconnect;
+   gateway → ``heartbeat_missed()`` and a forced reconnect — unless data kept arriving
+   meanwhile (a reader busy with a burst: probed again, up to :data:`BUSY_PROBES` times);
 4. feeds every IB error to ``broker_error()`` (1100/1101/1102, farm codes, 326...) and
    reconnects when the machine asks for it or the socket drops, after
    :func:`reconnect_delay` (capped exponential backoff with jitter); 326 (client id in
@@ -83,6 +84,10 @@ log = logging.getLogger("ibflow_gateway_bridge.supervisor")
 
 STATE_BUCKET: Final = "IBFLOW_BRIDGE_STATE"
 """JetStream KV bucket of the bridge's latest per-portfolio state."""
+
+BUSY_PROBES: Final = 3
+"""Heartbeats re-sent in a row, after one went unanswered while the Gateway kept sending
+data, before the connection is declared a zombie anyway."""
 
 STATE_CODES: Final = {
     ConnectionState.DISCONNECTED: 0,
@@ -359,7 +364,7 @@ class PortfolioConnection:
         while not self._lost.is_set():
             await asyncio.sleep(timings.heartbeat_interval)
             try:
-                answer = await self._client.current_time(timings.heartbeat_timeout)
+                answer = await self._probe()
             except TimeoutError:
                 log.warning(
                     "%s: no heartbeat answer within %gs: zombie gateway, reconnecting",
@@ -376,6 +381,26 @@ class PortfolioConnection:
             log.debug("%s: heartbeat, gateway time %s", self.config.id, answer.isoformat())
             self._healthy()
             await self._store_latest()
+
+    async def _probe(self) -> datetime:
+        """One heartbeat round trip. An unanswered probe while the Gateway kept sending
+        data is a busy reader (the answer waits behind a backlog, e.g. a burst of fills),
+        not a zombie: probe again, up to :data:`BUSY_PROBES` times in a row."""
+        timeout = self.timings.heartbeat_timeout
+        for busy in range(BUSY_PROBES + 1):
+            sent = time.monotonic()
+            try:
+                return await self._client.current_time(timeout)
+            except TimeoutError:
+                if busy == BUSY_PROBES or self._client.last_received <= sent:
+                    raise
+                log.info(
+                    "%s: heartbeat unanswered within %gs while the gateway is still sending:"
+                    " busy, probing again",
+                    self.config.id,
+                    timeout,
+                )
+        raise AssertionError("unreachable")
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -190,6 +190,43 @@ async def test_zombie_gateway_is_detected_and_reconnected(
     assert errors >= 1
 
 
+async def test_busy_gateway_still_sending_data_is_not_taken_for_a_zombie(
+    gateway_sim: GatewaySimulator,
+    start_bridge: Callable[[PortfolioConfig], PortfolioConnection],
+    connection_events: ConnectionEvents,
+) -> None:
+    connection = start_bridge(portfolio_config("busy", gateway_sim.port))
+    await connection_events.wait_for(lambda events: _ready_count(events) == 1)
+    await connection.client.subscribe_ticks("AAPL", timeout=5)
+    mark = len(connection_events.events)
+
+    async def stream() -> None:
+        price = 190
+        while True:
+            price = 191 if price == 190 else 190
+            gateway_sim.faults.set_price("AAPL", price)
+            await asyncio.sleep(0.05)
+
+    # Heartbeat answers come 0.5 s late (timeout 0.3 s) while ticks keep arriving: the
+    # answer waits behind a backlog, as in a burst of fills; not a zombie.
+    gateway_sim.faults.delay(current_time=0.5)
+    ticking = asyncio.create_task(stream())
+    try:
+        await asyncio.sleep(3)
+        assert _after(connection_events.events, mark) == []
+        assert connection.state is S.READY
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
+
+    # No answer at all and nothing else arriving: a zombie after all.
+    gateway_sim.faults.delay(current_time=60)
+    await connection_events.wait_for(
+        lambda events: any(e.state is S.DISCONNECTED for e in events[mark:]), within=5
+    )
+
+
 async def test_client_id_in_use_is_recovered_with_the_fallback(
     gateway_sim: GatewaySimulator,
     start_bridge: Callable[[PortfolioConfig], PortfolioConnection],

@@ -83,6 +83,7 @@ class DelayBody(_Body):
 
     fills: float | None = Field(default=None, ge=0, le=3600)
     commissions: float | None = Field(default=None, ge=0, le=3600)
+    current_time: float | None = Field(default=None, ge=0, le=3600)
 
 
 class SilenceBody(_Body):
@@ -199,9 +200,15 @@ def create_control_app(sim: GatewaySimulator) -> Starlette:
 
     async def delay(request: Request) -> Response:
         body = await _body(request, DelayBody)
-        faults.delay(fills=body.fills, commissions=body.commissions)
+        faults.delay(fills=body.fills, commissions=body.commissions, current_time=body.current_time)
         state = sim.fault_state
-        return JSONResponse({"fills": state.fill_delay, "commissions": state.commission_delay})
+        return JSONResponse(
+            {
+                "fills": state.fill_delay,
+                "commissions": state.commission_delay,
+                "current_time": state.current_time_delay,
+            }
+        )
 
     async def silence(request: Request) -> Response:
         body = await _body(request, SilenceBody)

@@ -71,6 +71,7 @@ class FaultState:
     reject_next: deque[tuple[int, str]] = field(default_factory=deque)
     fill_delay: float = 0.0
     commission_delay: float = 0.0
+    current_time_delay: float = 0.0
 
     def clear_transient(self) -> None:
         """What a gateway restart clears: connectivity, farms and silence."""
@@ -89,6 +90,7 @@ class FaultState:
             "reject_next": [{"code": c, "text": t} for c, t in self.reject_next],
             "fill_delay": self.fill_delay,
             "commission_delay": self.commission_delay,
+            "current_time_delay": self.current_time_delay,
         }
 
 
@@ -155,16 +157,27 @@ class Faults:
         self.state.reject_next.append((code, text))
         log.warning("fault: next order will be rejected with %d %r", code, text)
 
-    def delay(self, *, fills: float | None = None, commissions: float | None = None) -> None:
-        """Hold fills / commission reports for that many seconds (``None`` keeps, 0 ends)."""
+    def delay(
+        self,
+        *,
+        fills: float | None = None,
+        commissions: float | None = None,
+        current_time: float | None = None,
+    ) -> None:
+        """Hold fills / commission reports / ``reqCurrentTime`` answers for that many
+        seconds (``None`` keeps, 0 ends). A held ``currentTime`` with data still flowing
+        is a busy gateway (answers queued behind a backlog), not a silent one."""
         if fills is not None:
             self.state.fill_delay = max(fills, 0.0)
         if commissions is not None:
             self.state.commission_delay = max(commissions, 0.0)
+        if current_time is not None:
+            self.state.current_time_delay = max(current_time, 0.0)
         log.warning(
-            "fault: fill delay %.3fs, commission delay %.3fs",
+            "fault: fill delay %.3fs, commission delay %.3fs, currentTime delay %.3fs",
             self.state.fill_delay,
             self.state.commission_delay,
+            self.state.current_time_delay,
         )
 
     def silence(self, on: bool, client_id: int | None = None) -> None:

@@ -331,6 +331,12 @@ class ClientSession:
         self.send(responses.next_valid_id(self._sim.next_valid_id(self.client_id)))
 
     def _current_time(self, _: ReqCurrentTime) -> None:
+        delay = self._sim.fault_state.current_time_delay
+        if delay > 0:
+            asyncio.get_running_loop().call_later(
+                delay, lambda: self.send(responses.current_time(self._sim.now()))
+            )
+            return
         self.send(responses.current_time(self._sim.now()))
 
     def _set_market_data_type(self, request: ReqMarketDataType) -> None:

@@ -107,6 +107,12 @@ async def test_endpoints(sim: GatewaySimulator, control: ControlServer) -> None:
     assert (await http(port, "POST", "/faults/delay", {"fills": 1.5}))[1] == {
         "fills": 1.5,
         "commissions": 0.0,
+        "current_time": 0.0,
+    }
+    assert (await http(port, "POST", "/faults/delay", {"current_time": 2}))[1] == {
+        "fills": 1.5,
+        "commissions": 0.0,
+        "current_time": 2.0,
     }
     assert (await http(port, "POST", "/faults/silence", {"on": True}))[0] == 200
     assert (await http(port, "GET", "/health"))[1]["faults"]["silenced"] is True
