@@ -167,16 +167,26 @@ class Stack:
     port_free = staticmethod(port_free)
 
     def kill_everything(self) -> None:
+        """Stop the launcher as Ctrl-C does, then SIGKILL whatever of its tree is left.
+
+        The tree (launcher, honcho's processes, the servers) is taken *before* anything
+        is stopped: once the launcher is gone its children belong to init and are no
+        longer found through it.
+        """
         if self.proc is None:
             return
+        self.remember_servers()
+        doomed = self.tree() | self.seen
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-        self.remember_servers()
-        for pid in self.tree() | self.alive(self.seen):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        for pid in self.alive(doomed | self.tree()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(10)
 
 
 @pytest.fixture

@@ -15,11 +15,18 @@ import time
 from typing import Any
 
 import pytest
-from ib_async import IB
 
 from ibflow.testing.embedded import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+HOLD_CLIENT_ID = """
+import sys, time
+from ib_async import IB
+IB().connect("127.0.0.1", int(sys.argv[1]), clientId=31, timeout=15)
+print("held", flush=True)
+time.sleep(300)
+"""
 
 
 def until(what: str, check: Any, within: float = 60.0) -> Any:
@@ -123,8 +130,13 @@ def test_operator_halts_places_cancels_follows_and_diagnoses_over_nats(stack: An
     # test-connection: a port nothing listens on; a client id another API client holds
     wrong_port = free_port()
     sim_port = stack.ports["IBFLOW_DEV_SIM_PORT"]
-    holder = IB()
-    holder.connect("127.0.0.1", sim_port, clientId=31, timeout=15)
+    holder = subprocess.Popen(  # another API client holding client id 31 at the simulator
+        [sys.executable, "-c", HOLD_CLIENT_ID, str(sim_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
     try:
         for body in (
             {"id": "wrongport", "name": "w", "broker_port": wrong_port, "client_id": 21},
@@ -145,4 +157,6 @@ def test_operator_halts_places_cancels_follows_and_diagnoses_over_nats(stack: An
         assert clash.returncode == 1
         assert "client id 31 is already in use" in clash.stdout
     finally:
-        holder.disconnect()
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
