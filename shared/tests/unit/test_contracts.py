@@ -20,6 +20,7 @@ from ibflow.contracts import (
     ApiKeyRevoked,
     ApiKeysListed,
     BrokerErrorReported,
+    BrokerOrderPreviewed,
     BrokerOrderSearched,
     BrokerPositionReported,
     BrokerQuery,
@@ -63,6 +64,7 @@ from ibflow.contracts import (
     PositionMarksUpdated,
     PositionSide,
     PositionStatus,
+    PreviewBrokerOrder,
     Recommendation,
     ReconciliationItem,
     ReconciliationReported,
@@ -205,6 +207,21 @@ SAMPLES: dict[type[Contract], Contract] = {
         RefreshBrokerState(portfolio_id="demo", requested_by="position-monitor"),
         FindBrokerOrder(portfolio_id="demo", client_order_id="c1"),
         BrokerOrderSearched(client_order_id="c1", found=False),
+        PreviewBrokerOrder(
+            portfolio_id="demo",
+            client_order_id="preview-1",
+            symbol="AAPL",
+            side=OrderSide.BUY,
+            order_type=OrderType.LMT,
+            quantity=Decimal(10),
+            limit_price=Decimal("190.50"),
+        ),
+        BrokerOrderPreviewed(
+            client_order_id="preview-1",
+            init_margin_change=Decimal("476.25"),
+            commission=Decimal("1.00"),
+            commission_currency="USD",
+        ),
         PlaceBrokerOrder(**BROKER_TERMS),
         ModifyBrokerOrder(**BROKER_TERMS, revision=3),
         CancelBrokerOrder(portfolio_id="demo", client_order_id="c1"),
@@ -449,7 +466,7 @@ def test_messages_are_frozen() -> None:
 _IMPERATIVE = {
     "Submit", "Modify", "Cancel", "Halt", "Resume", "Flatten", "Set", "Request",
     "Trigger", "Subscribe", "Unsubscribe", "Refresh", "Place", "Find", "Create", "List",
-    "Revoke",
+    "Revoke", "Preview",
 }  # fmt: skip
 
 

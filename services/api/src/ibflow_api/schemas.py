@@ -198,7 +198,8 @@ class OrderPreview(BaseModel):
     estimated_cost: OptNumber
     estimated_commission: OptNumber
     margin_impact: dict[str, Any] | None = None
-    """IB's what-if margin figures; ``null``: the bridge offers no what-if query yet."""
+    """IB's what-if figures (margins before, change and after; commission estimate);
+    ``null`` when IB could not be asked (a warning says why)."""
     warnings: list[str]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -224,3 +225,26 @@ async def test_a_resting_order_is_modified_then_cancelled_over_rest(stack: Stack
     )
     assert [r["command"] for r in audit][:3] == ["SubmitOrder", "ModifyOrder", "CancelOrder"]
     assert all(r["actor"] == f"key:{stack.keys[Scope.TRADE][4:16]}:test-trade" for r in audit)
+
+
+async def test_preview_shows_ib_what_if_margin_and_places_nothing(stack: Stack) -> None:
+    body = {
+        "symbol": "AAPL",
+        "action": "BUY",
+        "quantity": "100",
+        "order_type": "LMT",
+        "limit_price": "150",
+    }
+    async with stack.client(Scope.READ) as http:
+        answer = await http.post("/api/v1/ib/orders/preview", json=body)
+    assert answer.status_code == 200, answer.text
+    preview = answer.json()
+    impact = preview["margin_impact"]
+    assert impact is not None, preview["warnings"]
+    change = Decimal(impact["init_margin_change"])
+    assert change > 0
+    assert Decimal(impact["init_margin_after"]) == Decimal(impact["init_margin_before"]) + change
+    assert Decimal(impact["commission"]) > 0
+    assert not any("what-if" in warning for warning in preview["warnings"])
+    assert await stack.db.fetchval("SELECT count(*) FROM orders") == 0
+    assert stack.sim.engine.open_orders() == []

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -62,16 +63,19 @@ from ibflow.bus.subjects import (
     lookup_broker_order,
     modify_broker_order,
     place_broker_order,
+    preview_broker_order,
     refresh_broker_state,
 )
 from ibflow.contracts.enums import OrderType
 from ibflow.contracts.gateway import (
+    BrokerOrderPreviewed,
     BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
     FindBrokerOrder,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
+    PreviewBrokerOrder,
     RefreshBrokerState,
 )
 from ibflow.contracts.replies import (
@@ -122,7 +126,7 @@ def _describe(trade: Trade) -> str:
     return f"{text} status={trade.orderStatus.status or 'unknown'}"
 
 
-def _aux_price(terms: PlaceBrokerOrder | ModifyBrokerOrder) -> Decimal | None:
+def _aux_price(terms: PlaceBrokerOrder | ModifyBrokerOrder | PreviewBrokerOrder) -> Decimal | None:
     if terms.order_type is OrderType.TRAIL:
         return terms.trailing_amount
     return terms.stop_price
@@ -186,13 +190,15 @@ class BrokerCommands:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Subscribe the portfolio's command subjects: place, cancel, modify, refresh, lookup."""
+        """Subscribe the portfolio's command subjects: place, cancel, modify, refresh,
+        lookup, preview."""
         p = self.portfolio_id
         await self._serve(place_broker_order(p), PlaceBrokerOrder, self.place)
         await self._serve(cancel_broker_order(p), CancelBrokerOrder, self.cancel)
         await self._serve(modify_broker_order(p), ModifyBrokerOrder, self.modify)
         await self._serve(refresh_broker_state(p), RefreshBrokerState, self.refresh)
         await self._serve(lookup_broker_order(p), FindBrokerOrder, self.lookup)
+        await self._serve(preview_broker_order(p), PreviewBrokerOrder, self.preview)
 
     async def stop(self) -> None:
         """Unsubscribe (no new commands) and cancel refreshes still running; idempotent."""
@@ -373,6 +379,43 @@ class BrokerCommands:
             return BrokerOrderSearched(client_order_id=coid, found=False)
         status = order_status_changed(self.portfolio_id, trade)
         return BrokerOrderSearched(client_order_id=coid, found=True, status=status)
+
+    async def preview(self, cmd: PreviewBrokerOrder) -> BrokerOrderPreviewed:
+        """IB's what-if figures for the order (margins, commission); nothing is placed.
+        One paced message (two when the contract must be qualified first)."""
+        self._check(cmd.portfolio_id)
+        client = self._client
+        qualify = 0 if client.knows_contract(cmd.symbol, "STK", cmd.exchange) else 1
+        await self._acquire(1 + qualify)
+        try:
+            figures = await client.what_if(
+                symbol=cmd.symbol,
+                action=cmd.side.value,
+                quantity=cmd.quantity,
+                order_type=_IB_ORDER_TYPES[cmd.order_type],
+                exchange=cmd.exchange,
+                currency=cmd.currency,
+                lmt_price=cmd.limit_price,
+                aux_price=_aux_price(cmd),
+                trailing_percent=cmd.trailing_percent,
+                trail_stop_price=cmd.trail_stop_price,
+                tif=cmd.tif.value,
+                outside_rth=cmd.outside_rth,
+                account=self._connection.config.account or "",
+                timeout=self._query_timeout,
+            )
+        except IbOrderError as exc:
+            raise RemoteError(INVALID_REQUEST, f"symbol: {exc}") from None
+        except TimeoutError:
+            raise RemoteError(
+                TIMEOUT, f"IB did not answer the what-if within {self._query_timeout:g}s"
+            ) from None
+        except ConnectionError as exc:
+            raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id}: {exc}") from None
+        return BrokerOrderPreviewed(
+            client_order_id=cmd.client_order_id,
+            **{f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)},
+        )
 
     async def refresh(self, cmd: RefreshBrokerState) -> CommandAccepted:
         """Start a broker snapshot of ``cmd.what`` and accept at once; the outcome is a

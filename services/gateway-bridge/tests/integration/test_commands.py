@@ -24,11 +24,13 @@ from ibflow.bus.errors import RemoteError, RequestError
 from ibflow.contracts.enums import ConnectionState, OrderSide, OrderType
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
+    BrokerOrderPreviewed,
     BrokerOrderSearched,
     CancelBrokerOrder,
     FindBrokerOrder,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
+    PreviewBrokerOrder,
     RefreshBrokerState,
 )
 from ibflow.contracts.replies import CommandAccepted, ErrorReply, parse_reply
@@ -663,3 +665,50 @@ async def test_lookup_while_not_ready_is_an_error_not_absent(
     with pytest.raises(RemoteError) as refused:
         await request(nc, subjects.lookup_broker_order(p), cmd, BrokerOrderSearched, timeout=5)
     assert refused.value.code == "not_ready"
+
+
+async def test_preview_answers_ib_what_if_figures_and_places_nothing(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_commands: Callable[[Bridge], Any],
+) -> None:
+    p = "cmd-preview"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=33))
+    await start_commands(bridge)
+    await bridge.wait_ready()
+    orders_before = len(gateway_sim.engine.open_orders()) + len(
+        gateway_sim.engine.completed_orders()
+    )
+    cmd = PreviewBrokerOrder(
+        portfolio_id=p,
+        client_order_id="what-if-1",
+        symbol="AAPL",
+        side=OrderSide.BUY,
+        order_type=OrderType.LMT,
+        quantity=Decimal(100),
+        limit_price=Decimal(150),
+    )
+
+    answer = await request(
+        nc, subjects.preview_broker_order(p), cmd, BrokerOrderPreviewed, timeout=5
+    )
+
+    assert answer.client_order_id == "what-if-1"
+    assert answer.init_margin_change is not None
+    assert answer.init_margin_change > 0
+    assert answer.init_margin_before is not None
+    assert answer.init_margin_after == answer.init_margin_before + answer.init_margin_change
+    assert answer.commission is not None
+    assert answer.commission > 0
+    orders_after = len(gateway_sim.engine.open_orders()) + len(
+        gateway_sim.engine.completed_orders()
+    )
+    assert orders_after == orders_before
+    unknown = cmd.model_copy(update={"symbol": "ZZZZQ"})
+    with pytest.raises(RemoteError) as refused:
+        await request(
+            nc, subjects.preview_broker_order(p), unknown, BrokerOrderPreviewed, timeout=5
+        )
+    assert refused.value.code == "invalid_request"
+    assert "ZZZZQ" in refused.value.message

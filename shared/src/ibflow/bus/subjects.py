@@ -94,6 +94,7 @@ PLACE_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.place"
 MODIFY_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.modify"
 CANCEL_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.cancel"
 LOOKUP_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.lookup"
+PREVIEW_BROKER_ORDER: Final = f"{BROKER_COMMANDS_PREFIX}.order.preview"
 REFRESH_BROKER_STATE: Final = f"{BROKER_COMMANDS_PREFIX}.state.refresh"
 
 # --- wildcards for subscriptions and consumer filters -----------------------------------
@@ -233,6 +234,11 @@ def cancel_broker_order(portfolio_id: str) -> str:
 def lookup_broker_order(portfolio_id: str) -> str:
     """``FindBrokerOrder`` for a portfolio's connection."""
     return _scoped(LOOKUP_BROKER_ORDER, portfolio_id)
+
+
+def preview_broker_order(portfolio_id: str) -> str:
+    """``PreviewBrokerOrder`` for a portfolio's connection."""
+    return _scoped(PREVIEW_BROKER_ORDER, portfolio_id)
 
 
 def refresh_broker_state(portfolio_id: str) -> str:

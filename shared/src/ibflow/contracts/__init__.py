@@ -66,6 +66,7 @@ from ibflow.contracts.enums import (
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     BrokerErrorReported,
+    BrokerOrderPreviewed,
     BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
@@ -73,6 +74,7 @@ from ibflow.contracts.gateway import (
     GatewayConnectionChanged,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
+    PreviewBrokerOrder,
     RefreshBrokerState,
 )
 from ibflow.contracts.market_data import (
@@ -152,6 +154,7 @@ __all__ = [
     "ApiKeyScope",
     "ApiKeysListed",
     "BrokerErrorReported",
+    "BrokerOrderPreviewed",
     "BrokerOrderSearched",
     "BrokerPositionReported",
     "BrokerQuery",
@@ -210,6 +213,7 @@ __all__ = [
     "PositionStatus",
     "PositiveMoney",
     "PositiveQuantity",
+    "PreviewBrokerOrder",
     "Quantity",
     "Recommendation",
     "ReconciliationItem",

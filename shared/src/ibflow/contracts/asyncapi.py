@@ -45,6 +45,7 @@ DEFAULT_REPLY: Final = "CommandAccepted"
 REPLIES: Final[dict[str, str]] = {
     "RequestSessionSchedule": "SessionScheduleReported",
     "FindBrokerOrder": "BrokerOrderSearched",
+    "PreviewBrokerOrder": "BrokerOrderPreviewed",
     "CreateApiKey": "ApiKeyCreated",
     "ListApiKeys": "ApiKeysListed",
     "RevokeApiKey": "ApiKeyRevoked",

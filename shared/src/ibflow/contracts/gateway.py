@@ -20,6 +20,7 @@ from ibflow.contracts.base import (
     Command,
     Contract,
     Event,
+    Money,
     PortfolioId,
     PositiveMoney,
     Symbol,
@@ -264,6 +265,35 @@ class CancelBrokerOrder(OrderRef, Command):
     def dedupe_key(self) -> str:
         """``cmd:broker_cancel:<client_order_id>``."""
         return f"cmd:broker_cancel:{self.client_order_id}"
+
+
+class PreviewBrokerOrder(OrderTerms, Command):
+    """Ask IB what an order would do to the account (a what-if order): margins before,
+    change and after, and IB's commission estimate. Nothing is placed;
+    ``client_order_id`` only labels the question. Answered with
+    :class:`BrokerOrderPreviewed`; a failed query is an error reply (``not_ready``,
+    ``timeout``, ``invalid_request`` naming the symbol)."""
+
+
+class BrokerOrderPreviewed(Contract):
+    """IB's what-if answer to a :class:`PreviewBrokerOrder` (``None``: IB gave no figure)."""
+
+    client_order_id: ClientOrderId
+    init_margin_before: Money | None = None
+    init_margin_change: Money | None = None
+    init_margin_after: Money | None = None
+    maint_margin_before: Money | None = None
+    maint_margin_change: Money | None = None
+    maint_margin_after: Money | None = None
+    equity_with_loan_before: Money | None = None
+    equity_with_loan_change: Money | None = None
+    equity_with_loan_after: Money | None = None
+    commission: Money | None = None
+    min_commission: Money | None = None
+    max_commission: Money | None = None
+    commission_currency: str | None = None
+    warning: str | None = None
+    """IB's warning text about the order, if any."""
 
 
 class FindBrokerOrder(OrderRef, Command):

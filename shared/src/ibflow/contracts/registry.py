@@ -42,6 +42,7 @@ from ibflow.contracts.control import (
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     BrokerErrorReported,
+    BrokerOrderPreviewed,
     BrokerOrderSearched,
     BrokerSnapshotCompleted,
     CancelBrokerOrder,
@@ -49,6 +50,7 @@ from ibflow.contracts.gateway import (
     GatewayConnectionChanged,
     ModifyBrokerOrder,
     PlaceBrokerOrder,
+    PreviewBrokerOrder,
     RefreshBrokerState,
 )
 from ibflow.contracts.market_data import (
@@ -208,10 +210,12 @@ CATALOGUE: Final[tuple[MessageSpec, ...]] = (
     _command(ModifyBrokerOrder, s.modify_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
     _command(CancelBrokerOrder, s.cancel_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
     _command(FindBrokerOrder, s.lookup_broker_order(PORTFOLIO), (_OM,), _BRIDGE),
+    _command(PreviewBrokerOrder, s.preview_broker_order(PORTFOLIO), (_API,), _BRIDGE),
     # replies to every command
     _reply(CommandAccepted),
     _reply(ErrorReply),
     _reply(BrokerOrderSearched),
+    _reply(BrokerOrderPreviewed),
     MessageSpec(SessionScheduleReported, MessageKind.REPLY, None, None, (_SCHED,), (_API, _CLI)),
     MessageSpec(ApiKeyCreated, MessageKind.REPLY, None, None, (_API,), (_CLI,)),
     MessageSpec(ApiKeysListed, MessageKind.REPLY, None, None, (_API,), (_CLI,)),

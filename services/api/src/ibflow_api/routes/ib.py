@@ -22,7 +22,9 @@ from ibflow.contracts import (
     RefreshBrokerState,
     SubmitOrder,
 )
+from ibflow.contracts.base import Envelope
 from ibflow.contracts.enums import ConnectionState, OrderSide, OrderType
+from ibflow.contracts.gateway import BrokerOrderPreviewed, PreviewBrokerOrder
 from ibflow_api import repository as repo
 from ibflow_api.bridge_state import BridgeStateUnavailable
 from ibflow_api.commands import send, send_audited
@@ -372,8 +374,9 @@ async def preview_order(
     an estimate of its cost and commission, and warnings. Places nothing."""
     checks: list[PreviewCheck] = []
     warnings: list[str] = []
+    terms: SubmitOrder | None = None
     try:
-        _submit_command(body, portfolio.id, "preview", key.actor)
+        terms = _submit_command(body, portfolio.id, "preview", key.actor)
         checks.append(PreviewCheck(name="terms", ok=True, message="valid"))
     except ApiError as exc:
         checks.append(PreviewCheck(name="terms", ok=False, message=exc.message))
@@ -451,9 +454,11 @@ async def preview_order(
             warnings.append(f"price {given} is more than 5% from the market ({market})")
     if market is None:
         warnings.append("no market price known: cost of a MKT/TRAIL order cannot be estimated")
-    warnings.append(
-        "IB what-if margin impact not available: the gateway-bridge has no what-if query"
-    )
+    margin_impact: dict[str, Any] | None = None
+    if terms is not None and ready:
+        margin_impact = await _what_if(ctx, terms, warnings)
+    elif terms is not None:
+        warnings.append("IB what-if margin impact not available: the gateway is not ready")
     return OrderPreview(
         valid=all(c.ok for c in checks),
         checks=checks,
@@ -461,6 +466,25 @@ async def preview_order(
         estimated_price=price,
         estimated_cost=cost,
         estimated_commission=commission,
-        margin_impact=None,
+        margin_impact=margin_impact,
         warnings=warnings,
     )
+
+
+_ENVELOPE_FIELDS: Final = frozenset(Envelope.model_fields)
+
+
+async def _what_if(ctx: Ctx, terms: SubmitOrder, warnings: list[str]) -> dict[str, Any] | None:
+    """IB's what-if figures through the bridge (``PreviewBrokerOrder``); ``None`` with a
+    warning naming why when IB could not be asked."""
+    fields = terms.model_dump(include=set(PreviewBrokerOrder.model_fields) - _ENVELOPE_FIELDS)
+    question = PreviewBrokerOrder.model_validate(fields)
+    subject = subjects.preview_broker_order(terms.portfolio_id)
+    try:
+        answer = await send(ctx, subject, question, BrokerOrderPreviewed)
+    except ApiError as exc:
+        warnings.append(f"IB what-if margin impact not available: {exc.message}")
+        return None
+    if answer.warning:
+        warnings.append(f"IB: {answer.warning}")
+    return answer.model_dump(mode="json", exclude={"client_order_id", "warning"})

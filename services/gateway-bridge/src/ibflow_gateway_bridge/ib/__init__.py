@@ -4,6 +4,6 @@
 :mod:`~ibflow_gateway_bridge.ib.mapping` turns ib_async objects into ibflow contracts.
 """
 
-from ibflow_gateway_bridge.ib.adapter import IbClient, IbConnectError, IbOrderError
+from ibflow_gateway_bridge.ib.adapter import IbClient, IbConnectError, IbOrderError, WhatIf
 
-__all__ = ["IbClient", "IbConnectError", "IbOrderError"]
+__all__ = ["IbClient", "IbConnectError", "IbOrderError", "WhatIf"]

@@ -46,6 +46,7 @@ from ib_async import (
     Contract,
     Fill,
     Order,
+    OrderState,
     Position,
     StartupFetch,
     StartupFetchALL,
@@ -174,6 +175,26 @@ _STARTUP_FETCH: Final = StartupFetchALL & ~StartupFetch.SUB_ACCOUNT_UPDATES
 subscription, which repeats every account value ``reqAccountUpdates`` already streams for
 the portfolio's account (measured: 36 of the 43 messages a fill costs were the two
 streams' account values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIf:
+    """IB's what-if figures of an order (``None``: IB gave none)."""
+
+    init_margin_before: Decimal | None
+    init_margin_change: Decimal | None
+    init_margin_after: Decimal | None
+    maint_margin_before: Decimal | None
+    maint_margin_change: Decimal | None
+    maint_margin_after: Decimal | None
+    equity_with_loan_before: Decimal | None
+    equity_with_loan_change: Decimal | None
+    equity_with_loan_after: Decimal | None
+    commission: Decimal | None
+    min_commission: Decimal | None
+    max_commission: Decimal | None
+    commission_currency: str | None
+    warning: str | None
 
 
 class IbClient:
@@ -430,6 +451,65 @@ class IbClient:
         )
         trade = self._ib.placeOrder(contract, order)
         return int(trade.order.orderId)
+
+    async def what_if(
+        self,
+        *,
+        symbol: str,
+        action: str,
+        quantity: Decimal | int,
+        order_type: str = "MKT",
+        exchange: str = "SMART",
+        currency: str = "USD",
+        lmt_price: Decimal | None = None,
+        aux_price: Decimal | None = None,
+        trailing_percent: Decimal | None = None,
+        trail_stop_price: Decimal | None = None,
+        tif: str = "DAY",
+        outside_rth: bool = False,
+        account: str = "",
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> WhatIf:
+        """IB's what-if answer for this order (nothing is placed): margins before, change
+        and after, and its commission estimate. Raises :class:`IbOrderError` for a
+        contract IB does not know or an order it refuses to evaluate,
+        :class:`ConnectionError` when not connected, :class:`TimeoutError` when IB does
+        not answer within ``timeout`` seconds."""
+        self._require_connected()
+        contract = await self._qualify(symbol, "STK", exchange, currency, timeout)
+        order = _order(
+            action=action,
+            quantity=quantity,
+            order_type=order_type,
+            order_ref="",
+            lmt_price=lmt_price,
+            aux_price=aux_price,
+            trailing_percent=trailing_percent,
+            trail_stop_price=trail_stop_price,
+            tif=tif,
+            outside_rth=outside_rth,
+            account=account,
+            transmit=True,
+        )
+        state = await asyncio.wait_for(self._ib.whatIfOrderAsync(contract, order), timeout)
+        if not isinstance(state, OrderState) or not state.initMarginChange:
+            raise IbOrderError(f"IB gave no what-if figures for {symbol}")
+        return WhatIf(
+            init_margin_before=_figure(state.initMarginBefore),
+            init_margin_change=_figure(state.initMarginChange),
+            init_margin_after=_figure(state.initMarginAfter),
+            maint_margin_before=_figure(state.maintMarginBefore),
+            maint_margin_change=_figure(state.maintMarginChange),
+            maint_margin_after=_figure(state.maintMarginAfter),
+            equity_with_loan_before=_figure(state.equityWithLoanBefore),
+            equity_with_loan_change=_figure(state.equityWithLoanChange),
+            equity_with_loan_after=_figure(state.equityWithLoanAfter),
+            commission=_figure(state.commission),
+            min_commission=_figure(state.minCommission),
+            max_commission=_figure(state.maxCommission),
+            commission_currency=state.commissionCurrency or None,
+            warning=state.warningText or None,
+        )
 
     async def place_bracket(
         self,
@@ -751,6 +831,22 @@ def _order(
     if trail_stop_price is not None:
         order.trailStopPrice = float(trail_stop_price)
     return order
+
+
+def _figure(value: str | float) -> Decimal | None:
+    """One of IB's what-if figures (a numeric string or a double), ``None`` when unset."""
+    if isinstance(value, float):
+        if math.isnan(value) or value == UNSET_DOUBLE:
+            return None
+        return Decimal(str(value))
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        return None
+    return None if not number.is_finite() or abs(number) >= Decimal(UNSET_DOUBLE) else number
 
 
 def _price(value: float | None) -> Decimal | None:
