@@ -648,8 +648,7 @@ def events(
 
         sub = await bus.nc.subscribe(subject, cb=on_msg)
         await bus.nc.flush()
-        if not as_json:
-            err.print(f"following {subject} on {bus.options.nats_url} (Ctrl-C stops)")
+        err.print(f"following {subject} on {bus.options.nats_url} (Ctrl-C stops)")
         try:
             await done.wait()
         finally:

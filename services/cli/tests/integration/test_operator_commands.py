@@ -75,7 +75,8 @@ def test_operator_halts_places_cancels_follows_and_diagnoses_over_nats(stack: An
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)  # the tail subscribes
+    assert tail.stderr is not None
+    assert "following ibflow.evt.v1.order.updated.demo" in tail.stderr.readline()
     placed = stack.cli(
         "orders",
         "place",
