@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -167,3 +168,24 @@ def test_a_second_launcher_on_the_same_data_refuses_while_the_first_runs(
         first.wait()
     devstack._stop_leftovers(tmp_path)  # gone: the state is dropped, no error
     assert not (tmp_path / devstack.STATE_FILE).exists()
+
+
+def test_procfile_processes_a_killed_launcher_left_are_stopped_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / ".ibflow"
+    state_dir.mkdir()
+    env = dict(os.environ, **{devstack.MARKER_VAR: str(state_dir.resolve())})
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (state_dir / devstack.STATE_FILE).write_text(json.dumps({"launcher": dead.pid}))
+        devstack._stop_leftovers(state_dir)
+        assert orphan.wait(5) is not None
+        assert bystander.poll() is None
+    finally:
+        for proc in (orphan, bystander):
+            proc.kill()
+            proc.wait()

@@ -120,6 +120,10 @@ DATA_DIR_VAR: Final = "IBFLOW_DEV_DATA_DIR"
 API_KEY_FILE: Final = "api-key"
 DEMO_PORTFOLIO: Final = "demo"
 
+MARKER_VAR: Final = "IBFLOW_DEVSTACK_DATA"
+"""Set to the data directory in every Procfile process's environment, so that a later
+run can find (and stop) the processes a killed launcher left behind."""
+
 PER_PROCESS_VARS: Final = ("IBFLOW_HTTP_PORT", "IBFLOW_SERVICE_NAME")
 """Not passed on to the services: each has its own default, one shared value would clash."""
 
@@ -227,6 +231,41 @@ def _stop_leftover(what: str, pid: int, marker: str, sig: signal.Signals) -> Non
             os.kill(pid, signal.SIGKILL)
 
 
+def _marked_processes(state_dir: Path) -> list[int]:
+    """Processes started for ``state_dir`` (their environment has :data:`MARKER_VAR`)."""
+    marker = f"{MARKER_VAR}={state_dir.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_orphaned_processes(state_dir: Path) -> None:
+    """SIGTERM, then SIGKILL, the Procfile processes a killed launcher left running
+    (honcho starts each in its own session, so they outlive a SIGKILLed launcher)."""
+    orphans = _marked_processes(state_dir)
+    if not orphans:
+        return
+    log.warning("stopping %d process(es) left over from a previous run", len(orphans))
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _grace_seconds() + KILL_MARGIN_SECONDS
+    while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in orphans:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _stop_leftovers(state_dir: Path) -> None:
     """Stop the servers a killed launcher left behind; refuse while that launcher runs."""
     state_file = state_dir / STATE_FILE
@@ -245,6 +284,7 @@ def _stop_leftovers(state_dir: Path) -> None:
             f"ibflow-devstack already runs on {state_dir} (pid {launcher}): use it, or stop "
             "it with Ctrl-C in its terminal first"
         )
+    _stop_orphaned_processes(state_dir)
     if isinstance(pid := state.get("nats"), int):
         _stop_leftover("nats-server", pid, str(state_dir / "nats"), signal.SIGTERM)
     if isinstance(pid := state.get("postgres"), int):
@@ -515,10 +555,15 @@ def prepare(
 
 
 def service_environment(
-    nats_url: str, database_url: str, ports: Mapping[str, int] | None = None
+    nats_url: str,
+    database_url: str,
+    ports: Mapping[str, int] | None = None,
+    state_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment of the Procfile processes (``ports``: ``variable -> port``)."""
     env = dict(os.environ)
+    if state_dir is not None:
+        env[MARKER_VAR] = str(state_dir.resolve())
     for variable in PER_PROCESS_VARS:
         if env.pop(variable, None) is not None:
             log.warning("%s is not passed on: each service uses its own default", variable)
@@ -688,7 +733,7 @@ def _run_services(
         for entry in PROCESS_PORTS.get(name, ()):
             port = ports[entry.variable]
             log.info("%s: %s on %s:%d", name, entry.purpose, LOOPBACK, port)
-    env = service_environment(infra.nats_url, infra.database_url, ports)
+    env = service_environment(infra.nats_url, infra.database_url, ports, infra.state_dir)
     _announce_when_ready(ports, infra.nats_url, infra.api_key, within=READY_WAIT_SECONDS)
     returncode = run_processes(processes, env, root)
     if returncode in {128 + signal.SIGINT, 128 + signal.SIGTERM}:
