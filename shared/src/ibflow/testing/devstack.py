@@ -3,25 +3,32 @@
 Run from the repository root (``make run`` does ``uv run --locked --no-sync
 ibflow-devstack``). In order, it
 
-1. checks every port it will need and names the one already taken (exit 1);
-2. starts the embedded ``nats-server -js`` (``IBFLOW_DEV_NATS_PORT``, default 4222,
-   store ``.ibflow/nats``) and PostgreSQL (``IBFLOW_DEV_PG_PORT``, default 5433, data
-   ``.ibflow/pg``, database ``ibflow``); the data survives, a second run reuses it;
-3. applies the migrations of ``ibflow.db`` and of every installed ``ibflow_*`` service
-   package that has a ``migrations`` directory;
-4. provisions the JetStream streams of :mod:`ibflow.bus.subjects`;
+1. refuses to start while another launcher runs on the same data directory, and stops
+   what a killed one left behind (NATS, PostgreSQL, and the Procfile processes, found
+   by ``IBFLOW_DEVSTACK_DATA`` in their environment);
+2. checks every port it will need and names the one already taken with the variable
+   that moves it (exit 1): ``IBFLOW_DEV_NATS_PORT`` (4222), ``IBFLOW_DEV_PG_PORT``
+   (5433) and the Procfile processes' ports of :data:`PROCESS_PORTS`
+   (``IBFLOW_DEV_SIM_PORT`` 4002, ``IBFLOW_API_PORT`` 8000, ...), which it exports;
+3. starts the embedded ``nats-server -js`` and PostgreSQL (database ``ibflow``) with
+   their data under ``IBFLOW_DEV_DATA_DIR`` (default ``.ibflow``); a second run reuses it;
+4. applies the migrations of ``ibflow.db`` and of every installed ``ibflow_*`` service
+   package that has a ``migrations`` directory, seeds the ``demo`` portfolio on the
+   simulator, its instruments and (the first time) a few recommendations, provisions
+   the JetStream streams, and makes sure there is an API key in ``<data>/api-key``
+   (mode 0600; a new one only when the file is missing or its key no longer valid);
 5. runs the processes of ``./Procfile`` through **honcho's Python API**
    (:class:`honcho.manager.Manager`, not a ``honcho start`` subprocess), with
    ``IBFLOW_NATS_URL`` and ``IBFLOW_DATABASE_URL`` exported and this environment's
    scripts directory first on ``PATH``; their output is one stream, each line
-   prefixed with the process name.
+   prefixed with the process name. Once the api answers ``/readyz`` it prints a banner
+   with the API, docs and metrics URLs and the key (its secret only when just created).
 
 Ctrl-C (or SIGTERM) stops the services first (honcho sends SIGTERM, they drain), then
 PostgreSQL (fast shutdown), then NATS. The servers run with ``die_with_parent=False``:
 they are in their own session, so the terminal's Ctrl-C reaches only this launcher,
-which stops them after the services are gone. Their pids are kept in
-``.ibflow/devstack.json``; if the launcher itself was killed, the next run stops
-those leftovers before starting afresh.
+which stops them after the services are gone. Their pids (and the launcher's) are kept
+in ``<data>/devstack.json``.
 
 ``--infra-only`` skips step 5 and keeps NATS and PostgreSQL up until Ctrl-C.
 """
