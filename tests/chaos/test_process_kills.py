@@ -54,7 +54,12 @@ async def test_order_manager_killed_mid_burst_loses_and_doubles_nothing(tmp_path
         books = await assert_books_match_the_broker(stack, set(burst.coids))
         # an order PENDING when the process died was never sent; its re-sent submit is a
         # duplicate, so recovery asks the broker after the resend window and rejects it
-        rejected = await stack.fetch("SELECT status_message FROM orders WHERE status = 'REJECTED'")
+        rejected = await stack.fetch(
+            "SELECT client_order_id, status_message FROM orders WHERE status = 'REJECTED'"
+        )
+        told = {
+            r["client_order_id"]: burst.replies[r["client_order_id"]].duplicate for r in rejected
+        }
         assert {r["status_message"] for r in rejected} <= {"not found at the broker"}
         assert len(rejected) <= 40, "more than the orders in flight at the kill"
         assert books.statuses.get("FILLED", 0) == total - len(rejected)
@@ -62,7 +67,8 @@ async def test_order_manager_killed_mid_burst_loses_and_doubles_nothing(tmp_path
         assert om.alive
         print(
             f"\norder-manager kill -9 after {total // 3} of {total} orders; restart ready in"
-            f" {restart['ready_s']:.1f}s; burst {burst.seconds:.1f}s; {books}"
+            f" {restart['ready_s']:.1f}s; burst {burst.seconds:.1f}s; {books}; rejected"
+            f" (client told duplicate?): {told}"
         )
 
 
