@@ -637,11 +637,9 @@ async def wait_settled(
 WORKING = frozenset({"SUBMITTED", "PARTIALLY_FILLED", "CANCEL_REQUESTED"})
 LOST_AT_THE_BROKER = (
     "an order the gateway-bridge accepted (placeOrder written to the socket) but the"
-    " gateway never processed (the connection dropped, or a zombie gateway, first) stays"
-    " SUBMITTED in the order-manager forever with its cash reserved: recovery"
-    " (OrderBook.recover, also run after each BrokerSnapshotCompleted) only looks up"
-    " PENDING and UNKNOWN orders, and the reconnect's snapshot (open + completed orders)"
-    " that does not contain it is not compared with our working orders"
+    " gateway never processed (the connection dropped, or a zombie gateway, first) must"
+    " not stay SUBMITTED with its cash reserved: the order-manager's recovery asks IB for"
+    " orders without any broker fact after IBFLOW_UNCONFIRMED_AFTER and rejects the absent"
 )
 
 

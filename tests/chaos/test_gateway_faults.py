@@ -32,11 +32,9 @@ from ibflow.contracts import (
 from .harness import (
     ACCOUNT,
     CLIENT_ID,
-    LOST_AT_THE_BROKER,
     PORTFOLIO,
     PRICES,
     GhostClient,
-    LostAtTheBrokerError,
     ServiceProcess,
     Stack,
     assert_books_match_the_broker,
@@ -191,14 +189,8 @@ FAULTS: dict[str, Fault] = {
 }
 
 
-LOST = pytest.mark.xfail(strict=True, raises=LostAtTheBrokerError, reason=LOST_AT_THE_BROKER)
-
-
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "fault",
-    [pytest.param(name, marks=LOST) if name in ("dropped", "zombie") else name for name in FAULTS],
-)
+@pytest.mark.parametrize("fault", list(FAULTS))
 async def test_gateway_fault_mid_burst_recovers_the_fills_and_market_data_without_operator(
     tmp_path: Path, fault: str
 ) -> None:

@@ -185,6 +185,7 @@ async def wire(rt: Runtime[OrderManagerSettings]) -> None:
         relay.notify,
         prices=quotes,
         resend_window=timedelta(seconds=rt.settings.resend_window),
+        unconfirmed_after=timedelta(seconds=rt.settings.unconfirmed_after),
     )
     rt.on_shutdown(book.statistics.close)
     entry = MorningEntry(

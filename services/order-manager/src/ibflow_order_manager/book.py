@@ -139,6 +139,7 @@ class OrderBook:
         prices: PriceSource | None = None,
         clock: Callable[[], datetime] = utc_now,
         resend_window: timedelta = timedelta(seconds=60),
+        unconfirmed_after: timedelta = timedelta(seconds=10),
     ) -> None:
         self._pool = pool
         self._broker = broker
@@ -146,6 +147,7 @@ class OrderBook:
         self._prices = prices
         self._clock = clock
         self._resend_window = resend_window
+        self._unconfirmed_after = unconfirmed_after
         self._multipliers: dict[str, Decimal] = {}
         self.statistics = StatisticsKeeper(pool)
         """Keeps the planner's statistics of the booking tables fresh."""
@@ -728,30 +730,38 @@ class OrderBook:
     # ------------------------------------------------------------------ recovery
 
     async def recover(self, find: Callable[[str, str], Awaitable[bool | None]]) -> int:
-        """Resolve ``PENDING`` (older than the resend window) and ``UNKNOWN`` orders by
-        asking the broker (``find(portfolio, client_order_id)`` → found, absent, or
-        ``None`` for unknown). Found → acknowledged (its status and executions follow
-        from the bridge); absent → rejected/cancelled, its reservation released. Never
-        re-sends. Returns how many orders were resolved."""
+        """Resolve ``PENDING`` (older than the resend window) and ``UNKNOWN`` orders, and
+        orders the bridge accepted that IB has never reported on (older than the
+        unconfirmed window: written into a connection that died), by asking the broker
+        (``find(portfolio, client_order_id)`` → found, absent, or ``None`` for unknown).
+        Found → acknowledged (its status and executions follow from the bridge); absent →
+        rejected/cancelled, its reservation released. Never re-sends. Returns how many
+        orders were resolved."""
         now = self._clock()
         async with self._pool.acquire() as conn:
             candidates = await repo.orders_in(conn, (OrderStatus.PENDING, OrderStatus.UNKNOWN))
+            unconfirmed = await repo.unconfirmed_orders(conn, now - self._unconfirmed_after)
         resolved = 0
-        for order in candidates:
+        work = [(order, False) for order in candidates] + [(order, True) for order in unconfirmed]
+        for order, sent in work:
             if order.status is OrderStatus.PENDING and now - order.created_at < self._resend_window:
                 continue
             found = await find(order.portfolio_id, order.client_order_id)
-            if found is None:
-                continue
+            if found is None or (found and sent):
+                continue  # unknown now, or at IB (its facts follow from the bridge)
             async with self._pool.acquire() as conn, conn.transaction():
                 current = await repo.get_order(conn, order.client_order_id, lock=True)
-                if current is None or current.status not in (
-                    OrderStatus.PENDING,
-                    OrderStatus.UNKNOWN,
-                ):
+                if current is None:
                     continue
                 try:
-                    transition = current.state.resolve_unknown(at_broker=found)
+                    if sent:
+                        if current.state != order.state:
+                            continue  # a broker fact or a command moved it meanwhile
+                        transition = current.state.never_reached_broker()
+                    elif current.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):
+                        transition = current.state.resolve_unknown(at_broker=found)
+                    else:
+                        continue
                 except IllegalTransition:
                     continue
                 await self._apply(conn, current, transition)

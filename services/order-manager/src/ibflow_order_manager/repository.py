@@ -525,6 +525,23 @@ async def orders_in(
     return [_order(row) for row in rows]
 
 
+async def unconfirmed_orders(conn: AnyConnection, sent_before: datetime) -> list[Order]:
+    """Orders the bridge accepted (``SUBMITTED`` or ``CANCEL_REQUESTED``) before
+    ``sent_before`` that IB has never reported on (no IB status, nothing filled), oldest
+    first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_ORDER_COLUMNS} FROM orders
+         WHERE status = ANY($1::text[]) AND ib_status IS NULL AND filled_quantity = 0
+           AND coalesce(broker_filled, 0) = 0 AND sent_at < $2
+         ORDER BY created_at
+        """,  # noqa: S608
+        [OrderStatus.SUBMITTED.value, OrderStatus.CANCEL_REQUESTED.value],
+        sent_before,
+    )
+    return [_order(row) for row in rows]
+
+
 async def stale_orders(conn: AnyConnection, now: datetime) -> list[Order]:
     """Working orders acknowledged longer ago than their portfolio's stale limit."""
     rows = await conn.fetch(

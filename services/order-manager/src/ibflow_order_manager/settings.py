@@ -30,3 +30,7 @@ class OrderManagerSettings(CommonSettings):
     resend_window: float = Field(default=60.0, gt=0)
     """Seconds a ``PENDING`` order is left to its own submit before recovery asks the
     broker about it."""
+    unconfirmed_after: float = Field(default=10.0, gt=0)
+    """Seconds an order the bridge accepted may go without any fact from IB (no status,
+    no fill) before recovery asks IB for it: one written into a connection that died
+    never reached IB, and is then rejected and its cash released."""

@@ -637,3 +637,21 @@ def test_domain_errors_share_one_base() -> None:
     for error in (IllegalTransition, Overfill, InvalidModification):
         assert issubclass(error, OrderDomainError)
     assert not issubclass(OrderDomainError, ValueError)
+
+
+def test_order_accepted_by_the_bridge_but_never_seen_by_ib_is_rejected() -> None:
+    step = submitted().never_reached_broker()
+    assert step.state.status is S.REJECTED
+    assert step.entered is S.REJECTED
+    assert step.state.open_quantity == 0
+    assert step.state.reason is not None
+    assert "never reached IB" in step.state.reason
+
+
+def test_order_ib_reported_on_cannot_be_taken_for_one_ib_never_saw() -> None:
+    acknowledged = submitted().on_broker_status("Submitted", D(0), QTY).state
+    with pytest.raises(IllegalTransition):
+        acknowledged.never_reached_broker()
+    filled = submitted().on_execution(D(10), D(10)).state
+    with pytest.raises(IllegalTransition):
+        filled.never_reached_broker()

@@ -91,6 +91,7 @@ _STALE_WHEN_TERMINAL = frozenset(
 """Reports of a working order: on a terminal order they can only be stale."""
 
 NOT_FOUND_AT_BROKER = "not found at the broker"
+NEVER_AT_BROKER = "accepted by the bridge but never reached IB (not found at the broker)"
 """Default :attr:`OrderState.reason` when :meth:`OrderState.resolve_unknown` finds nothing."""
 
 
@@ -438,6 +439,19 @@ class OrderState:
             return self._to(unknown=False, reason=None)
         outcome = BrokerOutcome.CANCELLED if self.acknowledged else BrokerOutcome.REJECTED
         return self._to(outcome=outcome, unknown=False, reason=reason or NOT_FOUND_AT_BROKER)
+
+    def never_reached_broker(self, reason: str = NEVER_AT_BROKER) -> Transition:
+        """The bridge accepted the order but IB has no such orderRef and never reported
+        anything about it (it was written into a connection that died): ``REJECTED``,
+        with ``reason``. Only for an order without any broker fact — no IB status, nothing
+        filled — and not terminal (:class:`IllegalTransition` otherwise)."""
+        if self.is_terminal or self.ib_status is not None or self.broker_filled > 0:
+            raise IllegalTransition(
+                "reject an order IB never saw", self.status, "IB reported on it"
+            )
+        if self.filled_quantity > 0:
+            raise IllegalTransition("reject an order IB never saw", self.status, "it has fills")
+        return self._to(outcome=BrokerOutcome.REJECTED, unknown=False, reason=reason)
 
     # -- helpers -------------------------------------------------------------------
 
