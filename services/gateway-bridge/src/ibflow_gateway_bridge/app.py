@@ -115,9 +115,17 @@ class PortfolioWorker:
             await self.commands.start()
         if self.market_data is not None:
             await self.market_data.start()
+        if self.stopped:  # stopped while subscribing: undo what those awaits started
+            await self.stop()
+            return
         async with asyncio.TaskGroup() as group:
             group.create_task(self.events.run())
             group.create_task(self.connection.run())
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
 
     async def stop(self) -> None:
         """Stop taking commands, stop the connection, then let the publisher drain and stop."""

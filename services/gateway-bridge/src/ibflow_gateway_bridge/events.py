@@ -181,8 +181,8 @@ class BrokerEventPublisher:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        """Publish queued events (and coalesced account values) until :meth:`stop`."""
-        self._stopping.clear()
+        """Publish queued events (and coalesced account values) until :meth:`stop` (also
+        when :meth:`stop` came first: then it drains and returns at once)."""
         accounts = asyncio.create_task(self._account_loop(), name=f"acct-{self.portfolio_id}")
         publisher = asyncio.create_task(self._publish_loop(), name=f"evt-{self.portfolio_id}")
         try:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from nats.aio.client import Client as NatsClient
@@ -134,6 +134,9 @@ class PortfolioFleet:
             config = wanted.get(pid)
             current = self._running[pid].config
             if config == current:
+                continue
+            if config is not None and replace(config, name=current.name) == current:
+                self._running[pid].config = config  # renamed only: the connection stays
                 continue
             why = "disabled or deleted" if config is None else "connection settings changed"
             log.info("portfolio %s %s: stopping its connection", pid, why)

@@ -7,7 +7,9 @@ and their ``Nats-Msg-Id``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
@@ -17,8 +19,10 @@ from prometheus_client import REGISTRY
 
 from ibflow.bus import subjects
 from ibflow.contracts.account import AccountValuesReported
+from ibflow.contracts.enums import GatewayType
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
-from ibflow_gateway_bridge.supervisor import STATE_BUCKET, state_key
+from ibflow_gateway_bridge.events import BrokerEventPublisher
+from ibflow_gateway_bridge.supervisor import STATE_BUCKET, PortfolioConnection, state_key
 from ibflow_gateway_sim.config import MatchingConfig, SimConfig
 from ibflow_gateway_sim.server import GatewaySimulator
 
@@ -222,3 +226,19 @@ async def test_modify_publishes_new_status(
     ]
     assert execution.price <= Decimal("185.00")
     assert execution.shares == Decimal(150)
+
+
+async def test_publisher_and_connection_stopped_before_they_ran_return_at_once(
+    bridge_js: JetStreamContext,
+) -> None:
+    # A portfolio stopped while it was still starting (a fleet reload, then shutdown):
+    # its run() must not wait for a stop that already came.
+    config = portfolio_config("early-stop", 1, client_id=61)
+    connection = PortfolioConnection(
+        config, bridge_js, gateway_type=GatewayType.SIMULATOR, rng=random.Random(1)
+    )
+    events = BrokerEventPublisher(config.id, bridge_js, connection)
+    events.stop()
+    await connection.stop()
+    await asyncio.wait_for(events.run(), 5)
+    await asyncio.wait_for(connection.run(), 5)

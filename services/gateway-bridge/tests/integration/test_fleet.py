@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -103,3 +104,20 @@ async def test_unchanged_portfolio_is_left_alone_by_a_reload(nc: NatsClient) -> 
     assert not table.built[0].stopped.is_set()
     await fleet.stop()
     assert table.built[0].stopped.is_set()
+
+
+async def test_renamed_portfolio_keeps_its_connection(nc: NatsClient) -> None:
+    config = portfolio_config("f5", 4002, client_id=5)
+    table = Table(config)
+    fleet = _fleet(nc, table)
+    await fleet.start(await table.load())
+    table.rows["f5"] = dataclasses.replace(config, name="renamed")
+    await fleet.reload()
+    assert len(table.built) == 1
+    assert not table.built[0].stopped.is_set()
+    assert fleet.portfolios["f5"].name == "renamed"
+    table.rows["f5"] = dataclasses.replace(config, name="renamed", client_id=55)
+    await fleet.reload()
+    assert len(table.built) == 2
+    assert table.built[0].stopped.is_set()
+    await fleet.stop()

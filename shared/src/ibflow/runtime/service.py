@@ -333,21 +333,34 @@ class Runtime(Generic[S]):
         self._stopping = True
         READY.set(0)
         log.info("%s shutting down", self.name)
+        step = "stopping the workers"
         try:
             async with asyncio.timeout_at(deadline):
                 await self._stop_workers()
                 for callback in reversed(self._shutdown_callbacks):
+                    step = f"shutdown callback {getattr(callback, '__qualname__', callback)}"
                     try:
                         await callback()
                     except Exception:
                         log.exception("shutdown callback %r failed", callback)
+                step = "draining NATS"
                 await self._close_nats()
+                step = "closing the database pool"
                 if self._pool is not None:
                     await self._pool.close()
         except TimeoutError:
+            pending = sorted(
+                task.get_name().removeprefix("worker-")
+                for task in self._worker_tasks
+                if not task.done()
+            )
             log.error(
-                "shutdown did not finish within %gs (IBFLOW_SHUTDOWN_GRACE_SECONDS); forcing",
+                "%s: shutdown did not finish within %gs (IBFLOW_SHUTDOWN_GRACE_SECONDS) while"
+                " %s%s; forcing",
+                self.name,
                 self.settings.shutdown_grace_seconds,
+                step,
+                f" (workers still running: {', '.join(pending)})" if pending else "",
             )
             await self._force_close()
             return False
