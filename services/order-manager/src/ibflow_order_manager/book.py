@@ -514,18 +514,6 @@ class OrderBook:
 
     # ------------------------------------------------------------------ broker facts
 
-    async def on_status(self, event: OrderStatusChanged) -> None:
-        """Apply IB's status of an order (ours, or an external one recorded on sight)."""
-        await self.on_facts((event,))
-
-    async def on_execution(self, event: ExecutionReported) -> None:
-        """Book an execution once: execution, transaction, order fill and cash together."""
-        await self.on_facts((event,))
-
-    async def on_commission(self, event: CommissionReported) -> None:
-        """Record a commission once: on its execution, transaction, order and cash."""
-        await self.on_facts((event,))
-
     async def on_facts(self, events: Sequence[BrokerFact]) -> None:
         """Book a batch of the bridge's facts, in stream order, in one transaction.
 

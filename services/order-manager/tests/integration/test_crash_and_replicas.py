@@ -326,7 +326,7 @@ async def _bridge_ready(nc: NatsClient) -> bool:
 
 COMMISSION_RACE = (
     "a CommissionReported handled while its ExecutionReported is being booked (another"
-    " consumer, another transaction) must not be parked after on_execution looked for a"
+    " consumer, another transaction) must not be parked after the execution's booking looked for a"
     " parked commission, nor dropped: the execution would keep commission NULL forever"
     " and cash would be off by the commission"
 )
@@ -337,9 +337,10 @@ async def raced_commissions(stack: Stack) -> dict[str, Decimal]:
     ``repository.lock_executions``; kept as a diagnostic): exec_id → commission.
 
     Two symptoms: parked in ``pending_commissions`` although the execution is booked
-    (on_commission found no execution, on_execution had already looked for a parked
-    commission), or gone altogether (the execution committed between on_commission's
-    ``UPDATE executions`` and its ``execution_exists`` check: neither booked nor parked).
+    (the commission's booking found no execution, the execution's booking had already
+    looked for a parked commission), or gone altogether (the execution committed between
+    the commission's update of its execution and its existence check: neither booked nor
+    parked).
     The second is only told apart from "not handled yet" once the facts consumer
     has handled and acked everything.
     """
@@ -821,7 +822,7 @@ async def test_a_commission_handled_while_its_execution_is_being_booked_is_not_l
         hold = db.transaction()
         await hold.start()
         await db.execute("SELECT 1 FROM portfolios WHERE id = $1 FOR UPDATE", PORTFOLIO)
-        booking = asyncio.create_task(book.on_execution(execution))
+        booking = asyncio.create_task(book.on_facts([execution]))
 
         async def execution_waits_for_the_portfolio() -> bool:
             waiting = await pool.fetchval(
@@ -831,7 +832,7 @@ async def test_a_commission_handled_while_its_execution_is_being_booked_is_not_l
             return bool(waiting == 1)
 
         await wait_for(execution_waits_for_the_portfolio, within=10)
-        charging = asyncio.create_task(book.on_commission(commission))
+        charging = asyncio.create_task(book.on_facts([commission]))
         await asyncio.sleep(0.5)  # a correct book waits here for the execution to commit
         await hold.rollback()
         await asyncio.wait_for(asyncio.gather(booking, charging), 10)
