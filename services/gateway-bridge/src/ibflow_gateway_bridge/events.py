@@ -260,7 +260,8 @@ class BrokerEventPublisher:
     async def _publish_batch(self, batch: list[_Item]) -> None:
         """Publish ``batch`` with every PubAck awaited together: the messages leave in
         queue order on the one connection, so JetStream stores them in that order; one
-        that failed is retried alone afterwards (its ``Nats-Msg-Id`` makes that safe)."""
+        that failed is retried alone afterwards (its ``Nats-Msg-Id`` makes that safe).
+        The KV state the batch changed is written once per key at the end."""
         results = await asyncio.gather(
             *(
                 publish(self._js, item.subject, item.msg, timeout=self._publish_timeout)
@@ -268,14 +269,16 @@ class BrokerEventPublisher:
             ),
             return_exceptions=True,
         )
+        changed: set[str] = set()
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, BusError | nats.errors.Error):
                 await self._publish(item)
-                continue
-            if isinstance(result, BaseException):
+            elif isinstance(result, BaseException):
                 raise result
             self._counters[item.kind].inc()
-            await self._store_state(item.msg)
+            changed.update(self._remember_state(item.msg))
+        for key in sorted(changed):
+            await self._store_state(key)
 
     async def _publish(self, item: _Item) -> None:
         delay = _RETRY_BASE
@@ -284,7 +287,7 @@ class BrokerEventPublisher:
             attempt += 1
             try:
                 await publish(self._js, item.subject, item.msg, timeout=self._publish_timeout)
-                break
+                return
             except (BusError, nats.errors.Error) as exc:
                 log.error(
                     "%s: publishing %s failed (try %d), retrying in %.1fs: %s",
@@ -296,19 +299,21 @@ class BrokerEventPublisher:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_CAP)
-        self._counters[item.kind].inc()
-        await self._store_state(item.msg)
 
-    async def _store_state(self, msg: Envelope) -> None:
-        values: list[Envelope]
+    def _remember_state(self, msg: Envelope) -> tuple[str, ...]:
+        """Keep ``msg`` as the latest account values / position; the KV keys it changed."""
         if isinstance(msg, AccountValuesReported):
             self._latest_accounts[msg.account_id] = msg
-            key, values = "account", list(self._latest_accounts.values())
-        elif isinstance(msg, BrokerPositionReported):
+            return ("account",)
+        if isinstance(msg, BrokerPositionReported):
             self._latest_positions[(msg.account_id, msg.con_id)] = msg
-            key, values = "positions", list(self._latest_positions.values())
-        else:
-            return
+            return ("positions",)
+        return ()
+
+    async def _store_state(self, key: str) -> None:
+        values: list[Envelope] = list(
+            self._latest_accounts.values() if key == "account" else self._latest_positions.values()
+        )
         payload = json.dumps([json.loads(v.to_json()) for v in values]).encode()
         try:
             if self._kv is None:

@@ -55,6 +55,8 @@ from ib_async import (
 )
 from ib_async.util import UNSET_DOUBLE
 
+from ibflow_gateway_bridge.ib import reprs
+
 __all__ = [
     "BRACKET_OCA_TYPE",
     "CONNECT_FAILURE_CODES",
@@ -81,6 +83,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("ibflow_gateway_bridge.ib")
+
+reprs.install()
 
 CLIENT_ID_IN_USE: Final = 326
 CONNECT_FAILURE_CODES: Final = frozenset({CLIENT_ID_IN_USE, 502, 503, 504})
