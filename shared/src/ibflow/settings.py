@@ -36,7 +36,9 @@ class CommonSettings(BaseSettings):
     ``IBFLOW_NATS_URL``, ``IBFLOW_NATS_CREDS`` (a creds file), ``IBFLOW_DATABASE_URL``
     (a secret: it may carry a password), ``IBFLOW_LOG_LEVEL``, ``IBFLOW_LOG_FORMAT``
     and ``IBFLOW_HTTP_HOST``/``IBFLOW_HTTP_PORT`` for the ``/metrics``, ``/healthz``
-    and ``/readyz`` endpoint of the process.
+    and ``/readyz`` endpoint of the process. ``IBFLOW_EVENT_LOOP`` picks the event loop
+    of :func:`ibflow.runtime.run`: ``uvloop`` (the default where it is installed) or
+    ``asyncio``.
     """
 
     model_config = SettingsConfigDict(
@@ -55,6 +57,7 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9100, ge=0, le=65535)
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("log_level", mode="before")
     @classmethod

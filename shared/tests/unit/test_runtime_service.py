@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -191,3 +193,39 @@ async def test_busy_http_port_fails_startup() -> None:
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+_LOOP_PROBE = """
+import asyncio, os, signal
+from ibflow.runtime import Service, run
+from ibflow.settings import CommonSettings
+
+async def report(rt):
+    print("loop:", type(asyncio.get_running_loop()).__module__, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+run(Service(CommonSettings, startup=[report], uses_nats=False, uses_database=False))
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "module"), [(None, "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_a_service_runs_on_the_event_loop_its_settings_name(
+    setting: str | None, module: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IBFLOW_")}
+    env |= {"IBFLOW_HTTP_PORT": "0", "IBFLOW_LOG_FORMAT": "text"}
+    if setting is not None:
+        env["IBFLOW_EVENT_LOOP"] = setting
+    done = subprocess.run(
+        [sys.executable, "-c", _LOOP_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == EXIT_OK, done.stderr
+    assert f"loop: {module}" in done.stdout

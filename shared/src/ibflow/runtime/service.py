@@ -444,6 +444,20 @@ async def _serve_with_signals(runtime: Runtime[S]) -> int:
             loop.remove_signal_handler(sig)
 
 
+def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory for ``kind == "uvloop"`` where uvloop is installed, else
+    ``None`` (asyncio's default loop)."""
+    if kind != "uvloop":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on Windows
+    except ImportError:
+        log.warning("IBFLOW_EVENT_LOOP=uvloop but uvloop is not installed: using asyncio's loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run(service: Service[S] | Callable[[], Service[S]]) -> NoReturn:
     """Run ``service`` (or the one a factory returns) until SIGTERM/SIGINT; exit the process.
 
@@ -454,6 +468,7 @@ def run(service: Service[S] | Callable[[], Service[S]]) -> NoReturn:
     settings = load_settings(service.settings_type)
     configure_logging(settings.service_name, settings.python_log_level, settings.log_format)
     runtime = Runtime(service, settings)
-    status = asyncio.run(_serve_with_signals(runtime))
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        status = runner.run(_serve_with_signals(runtime))
     logging.shutdown()
     raise SystemExit(status)
