@@ -14,16 +14,35 @@ transaction of its writes, acked after the commit):
   order-manager's update may arrive after the bridge's events); a commission that
   overtakes its fill is parked in ``position_executions``.
 
-Decisions (:meth:`PositionBook.exit`): the position row is locked, the decision taken
-again on the stored state, the exit recorded (``CLOSING``, with the exact ``SubmitOrder``
-kept), committed, and only then sent to the order-manager with the deterministic client
-order id ``exit:<position>[:<attempt>]``. Two replicas (or two ticks) therefore record one
-exit; a crash after the commit is covered by re-sending the stored order
-(:meth:`PositionBook.resend_unacknowledged`), which the order-manager answers as a duplicate.
+Decisions (:meth:`PositionBook.exit`), the exit ordering: the position row is locked
+and the decision taken again on the stored state (two replicas, or two ticks, decide
+once: the second waits on the lock and finds the position ``CLOSING``). The exit's
+``SubmitOrder`` (deterministic client order id ``exit:<position>[:<attempt>]``) is then
+handed to NATS *before* the exit is recorded (``CLOSING``, the exact body kept) and
+committed; the answer is awaited only after the commit, and recorded in a second
+transaction. The order-manager, not our commit, is the exactly-once guard: it keeps one
+order per client order id and answers a repeat as a duplicate (``conflict`` if the terms
+changed, which :class:`~.orders.Outcome` ``EXISTS`` reads as "the exit exists"). So:
+
+* the record fails to commit after the send (or the process dies between the two): the
+  position stays ``OPEN``; the order-manager's ``OrderBookUpdated`` of the exit records it
+  (``CLOSING``, by position id), and a decision taken before that re-sends the *same* id
+  (the attempt number counts recorded exits only), answered as a duplicate;
+* the exit's status or fill arrives before the record commits: it waits for the row
+  (``_load_by_order``) and applies after the commit, or is parked under the row lock if
+  the record failed, and drained by whichever records the exit later (the
+  ``OrderBookUpdated``, or the next decision's transaction);
+* the answer arrives before the commit: it waits in its task until the commit is done;
+* the request cannot be sent (no order-manager, no connection): the answer says nothing
+  was placed, after the commit; the exit ends and the next tick uses the next attempt's
+  id (``exit:<position>:2``), as before;
+* a crash after the commit without an answer is covered by re-sending the stored order
+  (:meth:`PositionBook.resend_unacknowledged`), answered as a duplicate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -63,6 +82,7 @@ from ibflow_position_monitor.domain import (
     PositionDomainError,
     PositionState,
     Transition,
+    exit_position_ids,
 )
 from ibflow_position_monitor.metrics import (
     EXIT_REFUSALS,
@@ -273,7 +293,7 @@ class PositionBook:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):
                 return
-            stored = await repo.load_by_order(conn, coid, lock=True)
+            stored = await _load_by_order(conn, coid)
             if stored is None:
                 await repo.park_fact(conn, coid, "status", msg_id, msg.model_dump_json())
                 PARKED_FACTS.labels("status").inc()
@@ -312,7 +332,7 @@ class PositionBook:
             if not await claim(conn, consumer, msg_id):
                 return
             await repo.lock_execution(conn, msg.exec_id)
-            stored = await repo.load_by_order(conn, coid, lock=True)
+            stored = await _load_by_order(conn, coid)
             if stored is None:
                 await repo.park_fact(conn, coid, "execution", msg_id, msg.model_dump_json())
                 PARKED_FACTS.labels("execution").inc()
@@ -397,43 +417,62 @@ class PositionBook:
         despite_refusal: bool = False,
     ) -> ExitDecision | NoExit:
         """Take ``decide`` on the locked, stored position; on an :class:`ExitDecision`
-        record the exit (``CLOSING``), commit, then send it to the order-manager.
+        send the exit to the order-manager, record it (``CLOSING``) and commit while the
+        request travels, then record the answer (module docstring, exit ordering).
 
         ``tick_at`` (``time.perf_counter()`` of the tick that triggered it) feeds the
         tick-to-exit histogram. ``reference_price`` values a market exit for the
         order-manager (the trigger price, else this, else the average entry price).
         A position whose last exit the order-manager refused for good is not exited
-        again unless ``despite_refusal`` (the close-out, a flatten).
+        again unless ``despite_refusal`` (the close-out, a flatten). Raises what the
+        recording transaction raised (after the answer to an exit already sent).
         """
         changed: list[repo.Stored] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            stored = await repo.load(conn, position_id, lock=True)
-            if stored is None:
-                return NoExit(NoExitReason.NOT_OPEN, f"position {position_id} does not exist")
-            if stored.exit_refusal and not despite_refusal:
-                return NoExit(
-                    NoExitReason.NOT_OPEN,
-                    f"{position_id}: its last exit was refused ({stored.exit_refusal})",
-                )
-            decision = decide(stored.state)
-            if isinstance(decision, NoExit):
-                return decision
-            body = _exit_order(decision, reference_price or stored.state.avg_entry_price)
-            transition = stored.state.submit_exit(decision.client_order_id, decision.reason)
-            await self._commit(conn, stored, transition, changed, exit_order=body)
+        sending: asyncio.Task[SubmitAnswer] | None = None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                stored = await repo.load(conn, position_id, lock=True)
+                if stored is None:
+                    return NoExit(NoExitReason.NOT_OPEN, f"position {position_id} does not exist")
+                if stored.exit_refusal and not despite_refusal:
+                    return NoExit(
+                        NoExitReason.NOT_OPEN,
+                        f"{position_id}: its last exit was refused ({stored.exit_refusal})",
+                    )
+                decision = decide(stored.state)
+                if isinstance(decision, NoExit):
+                    return decision
+                body = _exit_order(decision, reference_price or stored.state.avg_entry_price)
+                transition = stored.state.submit_exit(decision.client_order_id, decision.reason)
+                sending = asyncio.create_task(self._orders.submit(body))
+                # one loop turn: the task hands the request to the NATS client (its flusher
+                # writes it next), so it travels during the UPDATE and COMMIT round trips
+                await asyncio.sleep(0)
+                await self._commit(conn, stored, transition, changed, exit_order=body)
+                # facts of this id parked while an earlier send of it was not recorded
+                await self._drain(conn, decision.client_order_id, changed)
+        except Exception as exc:
+            if sending is not None:
+                await self._not_recorded(position_id, body, sending, exc)
+            raise
+        except BaseException:
+            if sending is not None:
+                sending.cancel()
+            raise
         self._committed(changed)
         EXITS_SENT.labels(decision.portfolio_id, decision.reason.value).inc()
-        log.info(
-            "exit %s of %s: %s %s %s (%s%s)",
-            decision.client_order_id,
-            decision.position_id,
-            decision.side.value,
-            decision.quantity,
-            decision.symbol,
-            decision.reason.value,
-            "" if decision.trigger_price is None else f" at {decision.trigger_price}",
-        )
-        answer = await self._orders.submit(body)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "exit %s of %s: %s %s %s (%s%s)",
+                decision.client_order_id,
+                decision.position_id,
+                decision.side.value,
+                decision.quantity,
+                decision.symbol,
+                decision.reason.value,
+                "" if decision.trigger_price is None else f" at {decision.trigger_price}",
+            )
+        answer = await sending
         if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
             TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
         if decision.cancel_entry_remainder:
@@ -442,6 +481,29 @@ class PositionBook:
             )
         await self._after_submit(position_id, decision.client_order_id, answer)
         return decision
+
+    async def _not_recorded(
+        self,
+        position_id: str,
+        body: dict[str, Any],
+        sending: asyncio.Task[SubmitAnswer],
+        exc: Exception,
+    ) -> None:
+        """The exit ``body`` left but its record did not commit: wait for the answer
+        (the task must not be dropped) and say what the order-manager did with it."""
+        coid = body["client_order_id"]
+        answer = await sending
+        log.error(
+            "exit %s of %s sent, but not recorded (%r); order-manager: %s (%s): %s",
+            coid,
+            position_id,
+            exc,
+            answer.outcome.value,
+            answer.detail,
+            "its OrderBookUpdated records it, and the next decision re-sends the same id"
+            if answer.outcome in (Outcome.ACCEPTED, Outcome.AMBIGUOUS, Outcome.EXISTS)
+            else "nothing placed; the position stays OPEN",
+        )
 
     async def _after_submit(self, position_id: str, coid: str, answer: SubmitAnswer) -> None:
         if answer.outcome is Outcome.AMBIGUOUS:
@@ -453,7 +515,15 @@ class PositionBook:
             if stored is None or stored.state.exit_client_order_id != coid:
                 return
             state = stored.state
-            if answer.outcome is Outcome.ACCEPTED:
+            if answer.outcome in (Outcome.ACCEPTED, Outcome.EXISTS):
+                if answer.outcome is Outcome.EXISTS:
+                    log.warning(
+                        "exit %s of %s: the order-manager already has it on other terms"
+                        " (%s): an earlier send whose record did not commit; kept",
+                        coid,
+                        position_id,
+                        answer.detail,
+                    )
                 if not stored.exit_accepted:
                     await self._commit(
                         conn, stored, Transition(state, state), changed, exit_accepted=True
@@ -535,6 +605,26 @@ class PositionBook:
         """Active positions (PENDING, OPEN, CLOSING), of one portfolio or all."""
         async with self._pool.acquire() as conn:
             return await repo.active_positions(conn, portfolio_id=portfolio_id)
+
+
+async def _load_by_order(conn: AnyConnection, coid: str) -> repo.Stored | None:
+    """The locked position of order ``coid``; for an exit id no position knows (yet),
+    after waiting for the transaction that may be recording it.
+
+    An exit is sent before its record commits (exit ordering), so its status or fill can
+    arrive while :meth:`PositionBook.exit` still holds the position: the row does not
+    match ``coid`` yet, and ``FOR UPDATE`` does not wait for a row it does not match.
+    Locking the position by the id the exit id names does wait; if the record committed
+    the fact applies now, and if it did not the fact is parked under that lock, so the
+    order-manager's update that records the exit (it locks the row, then drains) sees it.
+    """
+    stored = await repo.load_by_order(conn, coid, lock=True)
+    if stored is not None:
+        return stored
+    candidates = exit_position_ids(coid)
+    if not candidates or not await repo.lock_positions(conn, candidates):
+        return None
+    return await repo.load_by_order(conn, coid, lock=True)
 
 
 def _exit_order(decision: ExitDecision, reference: Decimal | None) -> dict[str, Any]:

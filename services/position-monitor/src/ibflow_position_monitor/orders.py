@@ -16,7 +16,14 @@ from nats.aio.client import Client as NatsClient
 
 from ibflow.bus import request, subjects
 from ibflow.bus.errors import RemoteError, RequestError, RequestTimeout
-from ibflow.contracts import NOT_READY, TIMEOUT, CancelOrder, CommandAccepted, SubmitOrder
+from ibflow.contracts import (
+    CONFLICT,
+    NOT_READY,
+    TIMEOUT,
+    CancelOrder,
+    CommandAccepted,
+    SubmitOrder,
+)
 
 __all__ = ["REQUESTER", "OrderClient", "Outcome", "SubmitAnswer"]
 
@@ -38,6 +45,11 @@ class Outcome(StrEnum):
     """Nothing was placed, and retrying the same thing would be refused again."""
     AMBIGUOUS = "ambiguous"
     """No answer in time: the order may exist. Re-send the same id later, never a new one."""
+    EXISTS = "exists"
+    """It already has an order with this client order id, on other terms (``conflict``):
+    an earlier send of this exit whose record did not commit, decided again on a
+    position that changed since (see ``book.py``, exit ordering). The exit exists: its
+    facts, not these terms, decide the position."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,17 @@ class SubmitAnswer:
     outcome: Outcome
     detail: str
     code: str | None = None
+
+
+def _remote_outcome(code: str) -> Outcome:
+    """What an error answer of the order-manager to a ``SubmitOrder`` proves."""
+    if code in (TIMEOUT, "internal"):
+        return Outcome.AMBIGUOUS
+    if code in _TRANSIENT_CODES:
+        return Outcome.NOT_PLACED_TRANSIENT
+    if code == CONFLICT:
+        return Outcome.EXISTS
+    return Outcome.REFUSED
 
 
 class OrderClient:
@@ -66,11 +89,7 @@ class OrderClient:
         except RequestTimeout as exc:
             return SubmitAnswer(Outcome.AMBIGUOUS, exc.message, TIMEOUT)
         except RemoteError as exc:
-            if exc.code in (TIMEOUT, "internal"):
-                return SubmitAnswer(Outcome.AMBIGUOUS, exc.message, exc.code)
-            if exc.code in _TRANSIENT_CODES:
-                return SubmitAnswer(Outcome.NOT_PLACED_TRANSIENT, exc.message, exc.code)
-            return SubmitAnswer(Outcome.REFUSED, exc.message, exc.code)
+            return SubmitAnswer(_remote_outcome(exc.code), exc.message, exc.code)
         except RequestError as exc:
             outcome = (
                 Outcome.NOT_PLACED_TRANSIENT if exc.code in _TRANSIENT_CODES else Outcome.AMBIGUOUS

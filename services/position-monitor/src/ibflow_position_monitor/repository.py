@@ -41,6 +41,7 @@ __all__ = [
     "load",
     "load_by_order",
     "lock_execution",
+    "lock_positions",
     "park_commission",
     "park_fact",
     "parked_commission",
@@ -189,6 +190,16 @@ async def load_by_order(
         return None
     executions = await _executions(conn, [row["id"]])
     return _stored(row, executions[row["id"]])
+
+
+async def lock_positions(conn: AnyConnection, position_ids: Sequence[str]) -> bool:
+    """Lock the positions of ``position_ids`` that exist (waiting for a transaction that
+    holds one); whether any exists."""
+    rows = await conn.fetch(
+        "SELECT id FROM positions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+        list(position_ids),
+    )
+    return bool(rows)
 
 
 async def active_positions(

@@ -21,6 +21,7 @@ from ibflow_position_monitor.domain import (
     close_out_decision,
     evaluate,
     exit_client_order_id,
+    exit_position_ids,
     is_valid_id,
     marketable_limit,
 )
@@ -264,6 +265,16 @@ def test_exit_ids_are_deterministic_and_sanitised_to_the_client_order_id_pattern
     assert exit_client_order_id("a b") != exit_client_order_id("a_b")
     with pytest.raises(ValueError, match="attempt"):
         exit_client_order_id(PID, 0)
+
+
+def test_an_exit_id_names_the_positions_it_can_belong_to() -> None:
+    assert exit_position_ids(f"exit:{PID}") == (PID,)
+    assert exit_position_ids(f"exit:{PID}:2") == (f"{PID}:2", PID)
+    assert exit_position_ids("exit:a:1") == ("a:1",), "attempt 1 has no suffix"
+    assert exit_position_ids(f"entry:{PID}") == ()
+    assert exit_position_ids("exit:") == ()
+    # a hashed id cannot be inverted: its facts are parked as before
+    assert "p" * 70 not in exit_position_ids(exit_client_order_id("p" * 70))
 
 
 # -- close-out -------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ibflow_position_monitor.domain.exits import (
 from ibflow_position_monitor.domain.ids import (
     adoption_client_order_id,
     exit_client_order_id,
+    exit_position_ids,
     external_position_id,
     is_valid_id,
     safe_id,
@@ -120,6 +121,7 @@ __all__ = [
     "entry_side",
     "evaluate",
     "exit_client_order_id",
+    "exit_position_ids",
     "exit_side",
     "external_position_id",
     "is_usable_price",

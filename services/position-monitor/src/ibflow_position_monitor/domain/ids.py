@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "adoption_client_order_id",
     "exit_client_order_id",
+    "exit_position_ids",
     "external_position_id",
     "is_valid_id",
     "safe_id",
@@ -78,6 +79,28 @@ def exit_client_order_id(position_id: str, attempt: int = 1) -> str:
         raise ValueError("position_id must not be empty")
     plain = f"exit:{position_id}" if attempt == 1 else f"exit:{position_id}:{attempt}"
     return safe_id(plain)
+
+
+def exit_position_ids(client_order_id: str) -> tuple[str, ...]:
+    """The positions whose exit ``client_order_id`` could be (the inverse of
+    :func:`exit_client_order_id`): none for an id that is not an exit id; two for
+    ``exit:a:2`` (position ``a:2``, or ``a``'s second). A position id that was hashed
+    cannot be recovered (its candidates name no position)."""
+    if not client_order_id.startswith("exit:"):
+        return ()
+    rest = client_order_id[len("exit:") :]
+    found: list[str] = []
+    if rest and exit_client_order_id(rest) == client_order_id:
+        found.append(rest)
+    head, _, attempt = rest.rpartition(":")
+    if (
+        head
+        and attempt.isdigit()
+        and int(attempt) >= 2
+        and exit_client_order_id(head, int(attempt)) == client_order_id
+    ):
+        found.append(head)
+    return tuple(found)
 
 
 def external_position_id(

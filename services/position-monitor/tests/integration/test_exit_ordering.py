@@ -1,0 +1,176 @@
+"""The exit leaves before the monitor's own commit (book.py, exit ordering): the
+order-manager has it while the monitor's transaction is still open, and a record that
+fails to commit after the send is repaired with the same client order id, one order."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
+
+from ibflow.bus import subjects
+
+from .conftest import Stack, monitor_watch, wait_for
+
+HOLD_KEY = 4242
+
+# BEFORE UPDATE: the monitor's UPDATE of OPEN -> CLOSING waits while the test holds the
+# advisory lock (the row lock and the transaction stay open meanwhile).
+HOLD_CLOSING = f"""
+CREATE FUNCTION pm_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({HOLD_KEY});
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER pm_test_hold BEFORE UPDATE ON positions FOR EACH ROW
+    WHEN (OLD.status = 'OPEN' AND NEW.status <> 'OPEN') EXECUTE FUNCTION pm_test_hold();
+"""
+
+# A deferred constraint trigger: the COMMIT of a transaction that took a position listed
+# in pm_test_fail out of OPEN fails (the UPDATE itself succeeds). Failures are counted in a
+# sequence (not rolled back with the transaction).
+FAIL_CLOSING_COMMIT = """
+CREATE TABLE pm_test_fail (id text PRIMARY KEY);
+CREATE SEQUENCE pm_test_failures;
+CREATE FUNCTION pm_test_fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pm_test_fail WHERE id = NEW.id) THEN
+        PERFORM nextval('pm_test_failures');
+        RAISE EXCEPTION 'test: the commit of % fails', NEW.id;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE CONSTRAINT TRIGGER pm_test_fail_commit AFTER UPDATE ON positions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.status = 'OPEN' AND NEW.status <> 'OPEN') EXECUTE FUNCTION pm_test_fail_commit();
+"""
+
+
+async def _submits(stack: Stack) -> list[dict[str, Any]]:
+    """Every SubmitOrder sent to the order-manager from now on (a plain subscriber sees
+    each request as the queue group's member does)."""
+    seen: list[dict[str, Any]] = []
+
+    async def on_msg(msg: Msg) -> None:
+        seen.append(json.loads(msg.data))
+
+    await stack.nc.subscribe(subjects.SUBMIT_ORDER, cb=on_msg)
+    await stack.nc.flush()
+    return seen
+
+
+def _parked(kind: str) -> float:
+    return REGISTRY.get_sample_value("ibflow_position_parked_facts_total", {"kind": kind}) or 0.0
+
+
+async def _one_exit_order(stack: Stack, position_id: str, quantity: Decimal) -> None:
+    orders = await stack.db.fetch(
+        "SELECT client_order_id FROM orders WHERE position_id = $1 AND purpose = 'exit'",
+        position_id,
+    )
+    assert [o["client_order_id"] for o in orders] == [f"exit:{position_id}"]
+    sells = [e for e in stack.sim_orders() if e["side"] == "SLD"]
+    assert len({e["order_id"] for e in sells}) == 1, sells
+    assert sum(Decimal(e["shares"]) for e in sells) == quantity
+    row = await stack.position(position_id)
+    assert row["exit_client_order_ids"] == [f"exit:{position_id}"]
+    assert row["quantity"] == 0
+    parked = await stack.db.fetchval(
+        "SELECT count(*) FROM position_parked_facts WHERE client_order_id = $1",
+        f"exit:{position_id}",
+    )
+    assert parked == 0, "every fact of the exit was applied"
+
+
+async def test_the_exit_reaches_the_order_manager_while_the_monitors_commit_is_held(
+    stack: Stack,
+) -> None:
+    await stack.open_position("o1", quantity=Decimal(40))
+    await stack.db.execute(HOLD_CLOSING)
+    submits = await _submits(stack)
+    parked_before = _parked("execution") + _parked("status")
+    hold = await asyncpg.connect(stack.database_url)
+    try:
+        await hold.execute("SELECT pg_advisory_lock($1)", HOLD_KEY)
+        stack.sim.faults.set_price("AAPL", Decimal("94.50"))
+
+        async def monitor_waits_in_its_update() -> bool:
+            waiting = await stack.db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                " AND query LIKE 'UPDATE positions SET%'"
+            )
+            return bool(waiting)
+
+        await wait_for(monitor_waits_in_its_update)
+        # the order left and was placed and filled while the monitor's transaction is open
+        await wait_for(lambda: [s["client_order_id"] for s in submits] == ["exit:o1"])
+        await wait_for(
+            lambda: (
+                sum(Decimal(e["shares"]) for e in stack.sim_orders() if e["side"] == "SLD") == 40
+            )
+        )
+        order = await stack.db.fetchrow(
+            "SELECT status FROM orders WHERE client_order_id = 'exit:o1'"
+        )
+        assert order is not None
+        row = await stack.position("o1")
+        assert (row["status"], row["exit_client_order_ids"]) == ("OPEN", [])
+        assert await monitor_waits_in_its_update(), "the record is still not committed"
+    finally:
+        await hold.execute("SELECT pg_advisory_unlock($1)", HOLD_KEY)
+        await hold.close()
+
+    await wait_for(lambda: stack.status_is("o1", "CLOSED"))
+    await _one_exit_order(stack, "o1", Decimal(40))
+    assert [s["client_order_id"] for s in submits] == ["exit:o1"]
+    assert _parked("execution") + _parked("status") == parked_before, (
+        "the exit's facts waited for the record instead of being parked"
+    )
+
+
+async def test_exit_sent_before_the_closing_commit_is_placed_once_when_the_commit_fails(
+    stack: Stack,
+) -> None:
+    await stack.open_position("f1", quantity=Decimal(60))
+    await stack.db.execute(FAIL_CLOSING_COMMIT)
+    await stack.db.execute("INSERT INTO pm_test_fail VALUES ('f1')")
+    submits = await _submits(stack)
+    watch = monitor_watch(stack.monitors[0])
+
+    async def failures() -> int:
+        value: int = await stack.db.fetchval(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pm_test_failures"
+        )
+        return value
+
+    async def exit_done_after(sent: int) -> bool:
+        return len(submits) >= sent and "f1" not in watch._inflight and await failures() >= 1
+
+    stack.sim.faults.set_price("AAPL", Decimal("94.50"))
+    await wait_for(lambda: exit_done_after(1))
+    # sent, placed and filled at the broker; our record of it did not commit
+    await wait_for(
+        lambda: sum(Decimal(e["shares"]) for e in stack.sim_orders() if e["side"] == "SLD") == 60
+    )
+    row = await stack.position("f1")
+    assert (row["status"], row["exit_client_order_ids"]) == ("OPEN", [])
+
+    stack.sim.faults.set_price("AAPL", Decimal("94.40"))  # the next tick decides again
+    await wait_for(lambda: exit_done_after(2))
+    assert await stack.status_is("f1", "OPEN")
+
+    await stack.db.execute("DELETE FROM pm_test_fail")
+    stack.sim.faults.set_price("AAPL", Decimal("94.30"))
+    await wait_for(lambda: stack.status_is("f1", "CLOSED"))
+
+    assert len(submits) >= 2
+    assert {s["client_order_id"] for s in submits} == {"exit:f1"}, "the same id every time"
+    await _one_exit_order(stack, "f1", Decimal(60))
+    row = await stack.position("f1")
+    assert row["exit_reason"] == "stop"
