@@ -19,6 +19,7 @@ a second replica) serialise on the money without deadlocking.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -159,19 +160,29 @@ class OrderBook:
 
         Raises :class:`RemoteError` naming the field or rule of a refusal.
         """
-        coid = cmd.client_order_id
         reference = await self._reference_price(cmd)
-        async with self._pool.acquire() as conn:
-            existing = await repo.get_order(conn, coid)
-            if existing is not None:
-                return await self._duplicate(conn, cmd, existing)
+        conn = await self._pool.acquire()
+        try:
             outcome = await self._record(conn, cmd, reference)
-        if isinstance(outcome, RemoteError):
-            raise outcome
-        if isinstance(outcome, CommandAccepted):
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        if not isinstance(outcome, repo.Order):
+            await self._pool.release(conn)
+            if isinstance(outcome, RemoteError):
+                raise outcome
             return outcome
+        # the pool resets the connection it gets back (a round trip): while the order is sent
+        released = asyncio.create_task(self._pool.release(conn))
         self._notify()
-        return await self._send(cmd, outcome)
+        try:
+            return await self._send(cmd, outcome)
+        finally:
+            try:
+                await released
+            except Exception:
+                # the pool closed the connection; the order's outcome is recorded already
+                log.warning("releasing a connection after a submit failed", exc_info=True)
 
     async def _reference_price(self, cmd: SubmitOrder) -> Decimal | None:
         if cmd.reference_price is not None:
@@ -206,6 +217,17 @@ class OrderBook:
         refusal: RemoteError | None = None
         async with conn.transaction():
             portfolio = await repo.get_portfolio(conn, cmd.portfolio_id, lock=True)
+            # after the lock: an order a concurrent submit of the same id committed while
+            # we waited is seen here, and answered as a duplicate
+            context = await repo.submit_context(
+                conn,
+                cmd.portfolio_id,
+                cmd.client_order_id,
+                cmd.symbol,
+                session_start(self._clock()),
+            )
+            if context.existing is not None:
+                return await self._duplicate(conn, cmd, context.existing)
             if portfolio is None or not portfolio.enabled:
                 state = "does not exist" if portfolio is None else "is disabled"
                 missing = _refused(
@@ -213,11 +235,7 @@ class OrderBook:
                 )
                 await _audit_submit(conn, cmd, "refused", missing.message)
                 return missing
-            existing = await repo.get_order(conn, cmd.client_order_id)
-            if existing is not None:
-                # a concurrent submit of the same id committed while we waited for the lock
-                return await self._duplicate(conn, cmd, existing)
-            instrument = await repo.get_instrument(conn, cmd.symbol)
+            instrument = context.instrument
             refusal = _validate(cmd, portfolio, instrument)
             price = cmd.limit_price or cmd.stop_price or reference
             if refusal is None and price is None:
@@ -229,74 +247,24 @@ class OrderBook:
             if refusal is None:
                 assert price is not None
                 assert instrument is not None
-                refusal, reserved = await self._risk(conn, cmd, portfolio, instrument, price)
+                refusal, reserved = _risk(cmd, portfolio, instrument, context.exposure, price)
             if refusal is not None:
                 REJECTIONS.labels(portfolio.id, _rule_of(refusal)).inc()
                 await _audit_submit(conn, cmd, "refused", refusal.message)
                 rejected = _rejection(cmd, refusal.message, cmd)
                 await enqueue_many(conn, [(subjects.order_rejected(cmd.portfolio_id), rejected)])
             else:
-                order = await repo.insert_order(
-                    conn, cmd, reserved_cash=reserved, reference_price=reference
+                order, portfolio = await repo.insert_order_reserving(
+                    conn,
+                    cmd,
+                    reserved_cash=reserved,
+                    reference_price=reference,
+                    audit=_submit_entry(cmd, "accepted"),
                 )
-                portfolio = await repo.move_money(conn, portfolio.id, reserved=reserved)
-                await _audit_submit(conn, cmd, "accepted")
                 await self._publish(conn, [order], portfolio, cmd)
                 return order
         self._notify()
         return refusal
-
-    async def _risk(
-        self,
-        conn: AnyConnection,
-        cmd: SubmitOrder,
-        portfolio: repo.Portfolio,
-        instrument: repo.Instrument,
-        price: Decimal,
-    ) -> tuple[RemoteError | None, Decimal]:
-        now = self._clock()
-        exposure = await repo.exposure(conn, portfolio.id, cmd.symbol, session_start(now))
-        held = exposure.position_quantity
-        grows = (
-            exposure.working_buy_quantity
-            if cmd.side is OrderSide.BUY
-            else exposure.working_sell_quantity
-        )
-        reserved = reservation(
-            cmd.side,
-            cmd.order_type,
-            cmd.quantity,
-            limit_price=cmd.limit_price,
-            stop_price=cmd.stop_price,
-            reference_price=price,
-            buffer_fraction=portfolio.reservation_buffer,
-            multiplier=instrument.multiplier,
-        )
-        context = RiskContext(
-            cash=portfolio.cash,
-            reserved_cash=portfolio.reserved_cash,
-            limits=portfolio.limits,
-            trading_halted=portfolio.halted,
-            realized_pnl_today=exposure.realized_pnl_today,
-            open_orders=exposure.open_orders,
-            position_value=abs(held + (grows if cmd.side is OrderSide.BUY else -grows)) * price,
-            position_quantity=held,
-            day_trade_position_exists=exposure.day_trade_position_exists,
-            fractional_allowed=portfolio.fractional_shares and instrument.fractional,
-            currency=portfolio.currency,
-        )
-        proposed = ProposedOrder(
-            symbol=cmd.symbol,
-            side=cmd.side,
-            quantity=cmd.quantity,
-            estimated_price=price,
-            purpose=cmd.purpose,
-            cash_required=reserved,
-        )
-        refusal = check_risk(context, proposed)
-        if refusal is None:
-            return None, reserved
-        return _refused(REFUSED, str(refusal)), reserved
 
     async def _send(self, cmd: SubmitOrder, order: repo.Order) -> CommandAccepted:
         terms = cmd.model_dump(include=set(_TERMS) | {"portfolio_id", "client_order_id"})
@@ -976,11 +944,8 @@ _TERMS = (
 )
 
 
-async def _audit_submit(
-    conn: AnyConnection, cmd: SubmitOrder, result: str, detail: str | None = None
-) -> None:
-    await repo.audit(
-        conn,
+def _submit_entry(cmd: SubmitOrder, result: str, detail: str | None = None) -> repo.AuditEntry:
+    return repo.AuditEntry(
         actor=cmd.requested_by,
         command="SubmitOrder",
         subject=subjects.SUBMIT_ORDER,
@@ -990,6 +955,63 @@ async def _audit_submit(
         client_order_id=cmd.client_order_id,
         detail=detail,
     )
+
+
+async def _audit_submit(
+    conn: AnyConnection, cmd: SubmitOrder, result: str, detail: str | None = None
+) -> None:
+    await repo.append_audit(conn, _submit_entry(cmd, result, detail))
+
+
+def _risk(
+    cmd: SubmitOrder,
+    portfolio: repo.Portfolio,
+    instrument: repo.Instrument,
+    exposure: repo.Exposure,
+    price: Decimal,
+) -> tuple[RemoteError | None, Decimal]:
+    """The risk check of a submit: its refusal (``None``: none) and its reservation."""
+    held = exposure.position_quantity
+    grows = (
+        exposure.working_buy_quantity
+        if cmd.side is OrderSide.BUY
+        else exposure.working_sell_quantity
+    )
+    reserved = reservation(
+        cmd.side,
+        cmd.order_type,
+        cmd.quantity,
+        limit_price=cmd.limit_price,
+        stop_price=cmd.stop_price,
+        reference_price=price,
+        buffer_fraction=portfolio.reservation_buffer,
+        multiplier=instrument.multiplier,
+    )
+    context = RiskContext(
+        cash=portfolio.cash,
+        reserved_cash=portfolio.reserved_cash,
+        limits=portfolio.limits,
+        trading_halted=portfolio.halted,
+        realized_pnl_today=exposure.realized_pnl_today,
+        open_orders=exposure.open_orders,
+        position_value=abs(held + (grows if cmd.side is OrderSide.BUY else -grows)) * price,
+        position_quantity=held,
+        day_trade_position_exists=exposure.day_trade_position_exists,
+        fractional_allowed=portfolio.fractional_shares and instrument.fractional,
+        currency=portfolio.currency,
+    )
+    proposed = ProposedOrder(
+        symbol=cmd.symbol,
+        side=cmd.side,
+        quantity=cmd.quantity,
+        estimated_price=price,
+        purpose=cmd.purpose,
+        cash_required=reserved,
+    )
+    refusal = check_risk(context, proposed)
+    if refusal is None:
+        return None, reserved
+    return _refused(REFUSED, str(refusal)), reserved
 
 
 def _rejection(intent: OrderIntent, reason: str, cause: Envelope | None) -> OrderRejected:

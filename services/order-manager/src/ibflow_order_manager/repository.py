@@ -78,26 +78,32 @@ _PORTFOLIO_COLUMNS = """
 """
 
 
-def _portfolio(row: asyncpg.Record) -> Portfolio:
+_PORTFOLIO_NAMES = tuple(name.strip() for name in _PORTFOLIO_COLUMNS.split(","))
+
+
+def _portfolio(row: asyncpg.Record, prefix: str = "") -> Portfolio:
+    def col(name: str) -> Any:
+        return row[prefix + name]
+
     return Portfolio(
-        id=row["id"],
-        currency=row["currency"],
-        cash=row["cash"],
-        reserved_cash=row["reserved_cash"],
-        fractional_shares=row["fractional_shares"],
+        id=col("id"),
+        currency=col("currency"),
+        cash=col("cash"),
+        reserved_cash=col("reserved_cash"),
+        fractional_shares=col("fractional_shares"),
         limits=RiskLimits(
-            max_order_value=row["max_order_value"],
-            max_position_value=row["max_position_value"],
-            max_open_orders=row["max_open_orders"],
-            max_daily_loss=row["max_daily_loss"],
+            max_order_value=col("max_order_value"),
+            max_position_value=col("max_position_value"),
+            max_open_orders=col("max_open_orders"),
+            max_daily_loss=col("max_daily_loss"),
         ),
-        halted=row["trading_state"] == "halted",
-        halted_reason=row["halted_reason"],
-        enabled=row["enabled"],
-        stale_order_minutes=row["stale_order_minutes"],
-        revision=row["revision"],
-        reservation_buffer=row["reservation_buffer"],
-        cancel_entries_on_halt=row["cancel_entries_on_halt"],
+        halted=col("trading_state") == "halted",
+        halted_reason=col("halted_reason"),
+        enabled=col("enabled"),
+        stale_order_minutes=col("stale_order_minutes"),
+        revision=col("revision"),
+        reservation_buffer=col("reservation_buffer"),
+        cancel_entries_on_halt=col("cancel_entries_on_halt"),
     )
 
 
@@ -339,25 +345,21 @@ async def find_order_by_perm_id(
     return None if row is None else _order(row)
 
 
-async def insert_order(
-    conn: AnyConnection,
-    intent: OrderIntent,
-    *,
-    reserved_cash: Decimal,
-    reference_price: Decimal | None,
-) -> Order:
-    """Record a new order ``PENDING`` (revision 1) with its cash reservation."""
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO orders (
-            client_order_id, portfolio_id, symbol, side, order_type, quantity, limit_price,
-            stop_price, trailing_amount, trailing_percent, trail_stop_price, tif,
-            outside_rth, exchange, currency, purpose, position_id, exit_reason, stop_loss,
-            take_profit, reference_price, requested_by, reserved_cash
-        ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                  $17, $18, $19, $20, $21, $22, $23)
-        RETURNING {_ORDER_COLUMNS}
-        """,  # noqa: S608
+_INSERT_ORDER = """
+    INSERT INTO orders (
+        client_order_id, portfolio_id, symbol, side, order_type, quantity, limit_price,
+        stop_price, trailing_amount, trailing_percent, trail_stop_price, tif,
+        outside_rth, exchange, currency, purpose, position_id, exit_reason, stop_loss,
+        take_profit, reference_price, requested_by, reserved_cash
+    ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+              $17, $18, $19, $20, $21, $22, $23)
+"""
+
+
+def _insert_order_args(
+    intent: OrderIntent, reserved_cash: Decimal, reference_price: Decimal | None
+) -> list[Any]:
+    return [
         intent.client_order_id,
         intent.portfolio_id,
         intent.symbol,
@@ -381,9 +383,57 @@ async def insert_order(
         reference_price,
         intent.requested_by,
         reserved_cash,
+    ]
+
+
+async def insert_order(
+    conn: AnyConnection,
+    intent: OrderIntent,
+    *,
+    reserved_cash: Decimal,
+    reference_price: Decimal | None,
+) -> Order:
+    """Record a new order ``PENDING`` (revision 1) with its cash reservation."""
+    row = await conn.fetchrow(
+        f"{_INSERT_ORDER} RETURNING {_ORDER_COLUMNS}",
+        *_insert_order_args(intent, reserved_cash, reference_price),
     )
     assert row is not None
     return _order(row)
+
+
+async def insert_order_reserving(
+    conn: AnyConnection,
+    intent: OrderIntent,
+    *,
+    reserved_cash: Decimal,
+    reference_price: Decimal | None,
+    audit: AuditEntry,
+) -> tuple[Order, Portfolio]:
+    """:func:`insert_order`, :func:`move_money` of its reservation and the :func:`audit`
+    row, in one statement. Returns the order and the portfolio as stored."""
+    row = await conn.fetchrow(
+        f"""
+        WITH o AS (
+            {_INSERT_ORDER}
+            RETURNING {_ORDER_COLUMNS}
+        ), p AS (
+            UPDATE portfolios
+               SET reserved_cash = greatest(reserved_cash + $23, 0), revision = revision + 1
+             WHERE id = $2
+            RETURNING {_PORTFOLIO_COLUMNS}
+        ), a AS (
+            {_audit_insert(first=24)}
+        )
+        SELECT o.*, {", ".join(f"p.{name} AS p_{name}" for name in _PORTFOLIO_NAMES)}
+          FROM o, p
+        """,  # noqa: S608
+        *_insert_order_args(intent, reserved_cash, reference_price),
+        *audit.args(),
+    )
+    if row is None:
+        raise LookupError(f"portfolio {intent.portfolio_id!r} does not exist")
+    return _order(row), _portfolio(row, "p_")
 
 
 async def insert_external_order(
@@ -571,42 +621,34 @@ class Exposure:
     day_trade_position_exists: bool
 
 
-async def exposure(
-    conn: AnyConnection, portfolio_id: str, symbol: str, session_start: datetime
-) -> Exposure:
-    """Open orders, position and working quantity in ``symbol``, and today's realized
-    P&L (IB's, net of commissions) of the portfolio, in one round trip."""
-    row = await conn.fetchrow(
-        """
-        SELECT
-          (SELECT count(*) FROM orders
-            WHERE portfolio_id = $1 AND status = ANY($4::text[])) AS open_orders,
-          (SELECT coalesce(sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END), 0)
-             FROM executions WHERE portfolio_id = $1 AND symbol = $2) AS position_quantity,
-          (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'BUY'), 0)
-             FROM orders WHERE portfolio_id = $1 AND symbol = $2
-              AND status = ANY($4::text[])) AS working_buy,
-          (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'SELL'), 0)
-             FROM orders WHERE portfolio_id = $1 AND symbol = $2
-              AND status = ANY($4::text[])) AS working_sell,
-          (SELECT coalesce(sum(ib_realized_pnl), 0) FROM executions
-            WHERE portfolio_id = $1 AND executed_at >= $3) AS realized_pnl,
-          EXISTS (SELECT 1 FROM orders
-                   WHERE portfolio_id = $1 AND symbol = $2 AND purpose = 'entry'
-                     AND created_at >= $3
-                     AND (status = ANY($4::text[]) OR
-                          (status = 'FILLED' AND NOT EXISTS (
-                             SELECT 1 FROM orders x
-                              WHERE x.position_id = orders.position_id
-                                AND x.purpose = 'exit' AND x.status = 'FILLED'))))
-            AS day_trade
-        """,
-        portfolio_id,
-        symbol,
-        session_start,
-        list(WORKING_STATUSES),
-    )
-    assert row is not None
+_EXPOSURE_COLUMNS = """
+  (SELECT count(*) FROM orders
+    WHERE portfolio_id = $1 AND status = ANY($4::text[])) AS open_orders,
+  (SELECT coalesce(sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END), 0)
+     FROM executions WHERE portfolio_id = $1 AND symbol = $2) AS position_quantity,
+  (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'BUY'), 0)
+     FROM orders WHERE portfolio_id = $1 AND symbol = $2
+      AND status = ANY($4::text[])) AS working_buy,
+  (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'SELL'), 0)
+     FROM orders WHERE portfolio_id = $1 AND symbol = $2
+      AND status = ANY($4::text[])) AS working_sell,
+  (SELECT coalesce(sum(ib_realized_pnl), 0) FROM executions
+    WHERE portfolio_id = $1 AND executed_at >= $3) AS realized_pnl,
+  EXISTS (SELECT 1 FROM orders
+           WHERE portfolio_id = $1 AND symbol = $2 AND purpose = 'entry'
+             AND created_at >= $3
+             AND (status = ANY($4::text[]) OR
+                  (status = 'FILLED' AND NOT EXISTS (
+                     SELECT 1 FROM orders x
+                      WHERE x.position_id = orders.position_id
+                        AND x.purpose = 'exit' AND x.status = 'FILLED'))))
+    AS day_trade
+"""
+"""The columns of :class:`Exposure` (``$1`` portfolio, ``$2`` symbol, ``$3`` session
+start, ``$4`` the working statuses)."""
+
+
+def _exposure(row: asyncpg.Record) -> Exposure:
     return Exposure(
         open_orders=row["open_orders"],
         position_quantity=row["position_quantity"],
@@ -614,6 +656,68 @@ async def exposure(
         working_sell_quantity=row["working_sell"],
         realized_pnl_today=row["realized_pnl"],
         day_trade_position_exists=row["day_trade"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitContext:
+    """What a submit decides on: the order already recorded under its client order id,
+    the instrument and the portfolio's exposure in the symbol."""
+
+    existing: Order | None
+    instrument: Instrument | None
+    exposure: Exposure
+
+
+async def submit_context(
+    conn: AnyConnection,
+    portfolio_id: str,
+    client_order_id: str,
+    symbol: str,
+    session_start: datetime,
+) -> SubmitContext:
+    """:func:`get_order`, :func:`get_instrument` and the portfolio's :class:`Exposure` in
+    ``symbol`` (open orders, position and working quantity in it, today's realized P&L:
+    IB's, net of commissions), in one round trip.
+
+    Run it as its own statement after the portfolio's lock is taken: a statement reads
+    the data committed when it started, so reading these in the statement that waits
+    for the lock would miss an order a concurrent submit committed meanwhile.
+    """
+    row = await conn.fetchrow(
+        f"""
+        SELECT {_EXPOSURE_COLUMNS},
+               i.symbol AS instrument_symbol, i.currency AS instrument_currency,
+               i.primary_exchange AS instrument_primary_exchange,
+               i.tick_size AS instrument_tick_size, i.multiplier AS instrument_multiplier,
+               i.fractional AS instrument_fractional, i.enabled AS instrument_enabled,
+               o.*
+          FROM (SELECT 1) AS one
+          LEFT JOIN instruments i ON i.symbol = $2
+          LEFT JOIN (SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = $5) o ON true
+        """,  # noqa: S608
+        portfolio_id,
+        symbol,
+        session_start,
+        list(WORKING_STATUSES),
+        client_order_id,
+    )
+    assert row is not None
+    instrument = None
+    if row["instrument_symbol"] is not None:
+        instrument = Instrument(
+            symbol=row["instrument_symbol"],
+            currency=row["instrument_currency"],
+            primary_exchange=row["instrument_primary_exchange"],
+            tick_size=row["instrument_tick_size"],
+            multiplier=row["instrument_multiplier"],
+            fractional=row["instrument_fractional"],
+            enabled=row["instrument_enabled"],
+        )
+    return SubmitContext(
+        existing=None if row["client_order_id"] is None else _order(row),
+        instrument=instrument,
+        exposure=_exposure(row),
     )
 
 
@@ -1053,6 +1157,40 @@ async def decide_recommendation(
 # ---------------------------------------------------------------------- audit
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One command for the audit log (:func:`audit`)."""
+
+    actor: str
+    command: str
+    subject: str
+    result: str
+    payload: dict[str, Any]
+    portfolio_id: str | None = None
+    client_order_id: str | None = None
+    detail: str | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        """The parameters of :func:`_audit_insert`'s statement, in order."""
+        return (
+            self.actor,
+            self.command,
+            self.subject,
+            self.portfolio_id,
+            self.client_order_id,
+            self.payload,
+            self.result,
+            self.detail,
+        )
+
+
+def _audit_insert(first: int = 1) -> str:
+    """The ``INSERT`` of an :class:`AuditEntry` whose parameters start at ``$first``."""
+    values = ", ".join(f"${n}" for n in range(first, first + 8))
+    columns = "actor, command, subject, portfolio_id, client_order_id, payload, result, detail"
+    return f"INSERT INTO audit_log ({columns}) VALUES ({values})"  # noqa: S608
+
+
 async def audit(
     conn: AnyConnection,
     *,
@@ -1066,21 +1204,15 @@ async def audit(
     detail: str | None = None,
 ) -> None:
     """Append one command to the audit log."""
-    await conn.execute(
-        """
-        INSERT INTO audit_log (actor, command, subject, portfolio_id, client_order_id,
-                               payload, result, detail)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        """,
-        actor,
-        command,
-        subject,
-        portfolio_id,
-        client_order_id,
-        payload,
-        result,
-        detail,
+    await append_audit(
+        conn,
+        AuditEntry(actor, command, subject, result, payload, portfolio_id, client_order_id, detail),
     )
+
+
+async def append_audit(conn: AnyConnection, entry: AuditEntry) -> None:
+    """Append ``entry`` to the audit log."""
+    await conn.execute(_audit_insert(), *entry.args())
 
 
 def with_state(order: Order, state: OrderState) -> Order:
