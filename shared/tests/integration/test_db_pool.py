@@ -134,3 +134,29 @@ async def test_transaction_commits_on_success_and_rolls_back_on_error(
         assert await conn.fetchval("SHOW transaction_isolation") == "serializable"
         assert await conn.fetchval("SHOW transaction_read_only") == "on"
     assert [r["v"] for r in await pool.fetch("SELECT v FROM t")] == [1]
+
+
+async def test_a_released_connection_is_not_sent_a_reset_query(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    observer = await asyncpg.connect(database_url)
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SELECT 'last statement before release'")
+        last = await observer.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+    finally:
+        await observer.close()
+        await pool.close()
+
+    assert last == "SELECT 'last statement before release'"
+
+
+async def test_a_transaction_left_open_is_still_rolled_back_on_release(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    await pool.execute("CREATE TABLE IF NOT EXISTS released_rows (n int)")
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO released_rows VALUES (1)")
+
+    assert await pool.fetchval("SELECT count(*) FROM released_rows") == 0

@@ -4,6 +4,17 @@ Every connection of a pool made by :func:`create_pool` maps ``json``/``jsonb`` t
 Python objects (``dict``, ``list``, ``str``, ...). ``numeric`` keeps asyncpg's own
 codec: it is read as :class:`~decimal.Decimal` and Decimals are written exactly.
 Money never passes through ``float``.
+
+Pooled connections are handed back without asyncpg's reset query (``SELECT
+pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), which is one more round
+trip on every release, and a release is awaited by whoever leaves ``async with
+pool.acquire()`` (an order-manager submit pays it before its order leaves). It is safe
+because ibflow keeps no session state on pooled connections: advisory locks are
+transaction-scoped (``pg_advisory_xact_lock``), nothing runs ``LISTEN``, ``SET`` (other
+than ``SET LOCAL``) or opens a cursor outside a transaction; the one session-level lock
+(the migrations') is released in a ``finally``. asyncpg still rolls back a transaction
+left open and drops listeners on release. Code that needs session state uses its own
+connection (:func:`asyncpg.connect` + :func:`init_connection`).
 """
 
 from __future__ import annotations
@@ -70,6 +81,14 @@ async def init_connection(conn: asyncpg.Connection[Any]) -> None:
         )
 
 
+class _PooledConnection(asyncpg.Connection):
+    """A connection released without a reset query (module docstring)."""
+
+    def get_reset_query(self) -> str:
+        """No reset query: ibflow keeps no session state on pooled connections."""
+        return ""
+
+
 async def create_pool(
     url: str,
     *,
@@ -82,7 +101,8 @@ async def create_pool(
 
     ``init`` (optional) runs on each new connection after the codecs are registered;
     other keyword arguments go to :func:`asyncpg.create_pool` unchanged (e.g.
-    ``command_timeout``, ``statement_cache_size``). Close the pool with ``await
+    ``command_timeout``, ``statement_cache_size``; a ``connection_class`` of your own
+    brings asyncpg's reset query back unless it overrides ``get_reset_query``). Close the pool with ``await
     pool.close()`` or use it as ``async with``.
     """
 
@@ -91,6 +111,7 @@ async def create_pool(
         if init is not None:
             await init(conn)
 
+    kw.setdefault("connection_class", _PooledConnection)
     pool: asyncpg.Pool[asyncpg.Record] = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=_init, **kw
     )
