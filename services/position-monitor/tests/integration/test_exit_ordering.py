@@ -5,10 +5,12 @@ fails to commit after the send is repaired with the same client order id, one or
 from __future__ import annotations
 
 import json
+import logging
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
@@ -17,6 +19,13 @@ from ibflow.bus import subjects
 from .conftest import Stack, monitor_watch, wait_for
 
 HOLD_KEY = 4242
+
+
+@pytest.fixture
+def monitor_overrides() -> dict[str, Any]:
+    # close-out exits are limits priced from the quote: a second decision differs in terms
+    return {"close_out_style": "marketable_limit"}
+
 
 # BEFORE UPDATE: the monitor's UPDATE of OPEN -> CLOSING waits while the test holds the
 # advisory lock (the row lock and the transaction stay open meanwhile).
@@ -32,14 +41,17 @@ CREATE TRIGGER pm_test_hold BEFORE UPDATE ON positions FOR EACH ROW
 """
 
 # A deferred constraint trigger: the COMMIT of a transaction that took a position listed
-# in pm_test_fail out of OPEN fails (the UPDATE itself succeeds). Failures are counted in a
-# sequence (not rolled back with the transaction).
+# in pm_test_fail out of OPEN fails (the UPDATE itself succeeds): every such transaction
+# (mode 'all'), or only those that do not write a new exit order (mode 'updates': the
+# order-manager's OrderBookUpdated recording the exit, not the monitor's own decision).
+# Failures are counted in a sequence (not rolled back with the transaction).
 FAIL_CLOSING_COMMIT = """
-CREATE TABLE pm_test_fail (id text PRIMARY KEY);
+CREATE TABLE pm_test_fail (id text PRIMARY KEY, mode text NOT NULL DEFAULT 'all');
 CREATE SEQUENCE pm_test_failures;
 CREATE FUNCTION pm_test_fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pm_test_fail WHERE id = NEW.id) THEN
+    IF EXISTS (SELECT 1 FROM pm_test_fail f WHERE f.id = NEW.id AND (f.mode = 'all'
+               OR NEW.exit_order IS NOT DISTINCT FROM OLD.exit_order)) THEN
         PERFORM nextval('pm_test_failures');
         RAISE EXCEPTION 'test: the commit of % fails', NEW.id;
     END IF;
@@ -63,6 +75,17 @@ async def _submits(stack: Stack) -> list[dict[str, Any]]:
     await stack.nc.subscribe(subjects.SUBMIT_ORDER, cb=on_msg)
     await stack.nc.flush()
     return seen
+
+
+async def _failures(stack: Stack) -> int:
+    value: int = await stack.db.fetchval(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pm_test_failures"
+    )
+    return value
+
+
+def _sold(stack: Stack) -> Decimal:
+    return sum((Decimal(e["shares"]) for e in stack.sim_orders() if e["side"] == "SLD"), Decimal(0))
 
 
 def _parked(kind: str) -> float:
@@ -143,14 +166,8 @@ async def test_exit_sent_before_the_closing_commit_is_placed_once_when_the_commi
     submits = await _submits(stack)
     watch = monitor_watch(stack.monitors[0])
 
-    async def failures() -> int:
-        value: int = await stack.db.fetchval(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pm_test_failures"
-        )
-        return value
-
     async def exit_done_after(sent: int) -> bool:
-        return len(submits) >= sent and "f1" not in watch._inflight and await failures() >= 1
+        return len(submits) >= sent and "f1" not in watch._inflight and await _failures(stack) >= 1
 
     stack.sim.faults.set_price("AAPL", Decimal("94.50"))
     await wait_for(lambda: exit_done_after(1))
@@ -174,3 +191,55 @@ async def test_exit_sent_before_the_closing_commit_is_placed_once_when_the_commi
     await _one_exit_order(stack, "f1", Decimal(60))
     row = await stack.position("f1")
     assert row["exit_reason"] == "stop"
+
+
+async def test_a_close_out_decided_again_on_other_terms_keeps_the_exit_that_exists(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first close-out limit is placed but not recorded; the next close-out prices
+    another limit for the same id: the order-manager answers ``conflict``, which proves
+    the exit exists (not a refusal), and the position closes on the first order."""
+    caplog.set_level(logging.WARNING, logger="ibflow.position_monitor.book")
+    await stack.open_position("c1", quantity=Decimal(50))
+    await stack.db.execute(FAIL_CLOSING_COMMIT)
+    await stack.db.execute("INSERT INTO pm_test_fail VALUES ('c1', 'all')")
+    submits = await _submits(stack)
+    watch = monitor_watch(stack.monitors[0])
+    refusals = REGISTRY.get_sample_value(
+        "ibflow_position_exit_refusals_total", {"portfolio": "pa", "code": "conflict"}
+    )
+
+    def quoted(price: str) -> bool:
+        quote = watch.quote("AAPL")
+        return quote is not None and quote.last == Decimal(price)
+
+    stack.sim.faults.set_price("AAPL", Decimal("100.00"))
+    await wait_for(lambda: quoted("100.00"))
+    await stack.session("close_out", 1)
+    await wait_for(lambda: _sold(stack) == 50)
+    await wait_for(lambda: _failures(stack))
+    first = submits[0]
+    assert (first["client_order_id"], first["order_type"]) == ("exit:c1", "LMT")
+    assert await stack.status_is("c1", "OPEN")
+
+    stack.sim.faults.set_price("AAPL", Decimal("99.50"))
+    await wait_for(lambda: quoted("99.50"))
+    # the monitor's own record may commit now; the order-manager's update still fails
+    await stack.db.execute("UPDATE pm_test_fail SET mode = 'updates'")
+    await stack.session("close_out", 2)
+    await wait_for(lambda: stack.status_is("c1", "CLOSED"))
+    await stack.db.execute("DELETE FROM pm_test_fail")
+
+    assert {s["client_order_id"] for s in submits} == {"exit:c1"}
+    assert len({(s["order_type"], s["limit_price"]) for s in submits}) >= 2, (
+        "the same id was sent on other terms"
+    )
+    await _one_exit_order(stack, "c1", Decimal(50))
+    row = await stack.position("c1")
+    assert row["exit_refusal"] is None
+    assert row["exit_accepted"]
+    assert "already has it on other terms" in caplog.text
+    after = REGISTRY.get_sample_value(
+        "ibflow_position_exit_refusals_total", {"portfolio": "pa", "code": "conflict"}
+    )
+    assert after == refusals, "a conflict on our own exit id is not a refusal"
