@@ -461,17 +461,16 @@ class PositionBook:
             raise
         self._committed(changed)
         EXITS_SENT.labels(decision.portfolio_id, decision.reason.value).inc()
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "exit %s of %s: %s %s %s (%s%s)",
-                decision.client_order_id,
-                decision.position_id,
-                decision.side.value,
-                decision.quantity,
-                decision.symbol,
-                decision.reason.value,
-                "" if decision.trigger_price is None else f" at {decision.trigger_price}",
-            )
+        log.info(
+            "exit %s of %s: %s %s %s (%s%s)",
+            decision.client_order_id,
+            decision.position_id,
+            decision.side.value,
+            decision.quantity,
+            decision.symbol,
+            decision.reason.value,
+            "" if decision.trigger_price is None else f" at {decision.trigger_price}",
+        )
         answer = await sending
         if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
             TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
@@ -492,7 +491,13 @@ class PositionBook:
         """The exit ``body`` left but its record did not commit: wait for the answer
         (the task must not be dropped) and say what the order-manager did with it."""
         coid = body["client_order_id"]
-        answer = await sending
+        try:
+            answer = await sending
+        except Exception:
+            log.exception(
+                "exit %s of %s sent, not recorded (%r): no answer", coid, position_id, exc
+            )
+            return
         log.error(
             "exit %s of %s sent, but not recorded (%r); order-manager: %s (%s): %s",
             coid,
