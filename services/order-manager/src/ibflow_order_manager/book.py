@@ -19,7 +19,6 @@ a second replica) serialise on the money without deadlocking.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -161,28 +160,14 @@ class OrderBook:
         Raises :class:`RemoteError` naming the field or rule of a refusal.
         """
         reference = await self._reference_price(cmd)
-        conn = await self._pool.acquire()
-        try:
+        async with self._pool.acquire() as conn:
             outcome = await self._record(conn, cmd, reference)
-        except BaseException:
-            await self._pool.release(conn)
-            raise
-        if not isinstance(outcome, repo.Order):
-            await self._pool.release(conn)
-            if isinstance(outcome, RemoteError):
-                raise outcome
+        if isinstance(outcome, RemoteError):
+            raise outcome
+        if isinstance(outcome, CommandAccepted):
             return outcome
-        # the pool resets the connection it gets back (a round trip): while the order is sent
-        released = asyncio.create_task(self._pool.release(conn))
         self._notify()
-        try:
-            return await self._send(cmd, outcome)
-        finally:
-            try:
-                await released
-            except Exception:
-                # the pool closed the connection; the order's outcome is recorded already
-                log.warning("releasing a connection after a submit failed", exc_info=True)
+        return await self._send(cmd, outcome)
 
     async def _reference_price(self, cmd: SubmitOrder) -> Decimal | None:
         if cmd.reference_price is not None:
