@@ -102,8 +102,8 @@ async def create_pool(
     ``init`` (optional) runs on each new connection after the codecs are registered;
     other keyword arguments go to :func:`asyncpg.create_pool` unchanged (e.g.
     ``command_timeout``, ``statement_cache_size``; a ``connection_class`` of your own
-    brings asyncpg's reset query back unless it overrides ``get_reset_query``). Close the pool with ``await
-    pool.close()`` or use it as ``async with``.
+    brings asyncpg's reset query back unless it overrides ``get_reset_query``). Close
+    the pool with ``await pool.close()`` or use it as ``async with``.
     """
 
     async def _init(conn: asyncpg.Connection[Any]) -> None:
