@@ -7,7 +7,7 @@ Routes declare what they need with ``Annotated`` aliases::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -42,7 +42,9 @@ class Services:
     keys: KeyVerifier
 
 
-def _services(request: Request) -> Services:
+# Every dependency here is `async def`: FastAPI runs a plain `def` one in its threadpool,
+# a thread hop on every request (tests/integration/test_place_path.py checks).
+async def _services(request: Request) -> Services:
     services: Services | None = request.app.state.services
     if services is None:
         raise ApiError(503, "not_ready", "the API is starting")
@@ -57,10 +59,10 @@ _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiK
 _bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
 
 
-def require(scope: Scope) -> Callable[..., ApiKey]:
+def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency returning the caller's key when its scope allows ``scope`` (else 403)."""
 
-    def check(
+    async def check(
         request: Request,
         _header: Annotated[str | None, Security(_key_header)] = None,
         _bearer_token: Annotated[Any, Security(_bearer)] = None,
