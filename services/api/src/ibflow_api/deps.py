@@ -8,7 +8,7 @@ Routes declare what they need with ``Annotated`` aliases::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Security
@@ -40,6 +40,8 @@ class Services:
     hub: Hub
     bridge: BridgeState
     keys: KeyVerifier
+    known_portfolios: set[str] = field(default_factory=set)
+    """Ids of portfolios found in the table (never deleted, so never stale)."""
 
 
 # Every dependency here is `async def`: FastAPI runs a plain `def` one in its threadpool,
@@ -86,17 +88,18 @@ TradeKey = Annotated[ApiKey, Depends(require(Scope.TRADE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 
 
-async def _portfolio(
-    ctx: Ctx,
-    portfolio: Annotated[
-        str | None,
-        Query(
-            pattern=PORTFOLIO_PATTERN,
-            description="Portfolio id; default: IBFLOW_DEFAULT_PORTFOLIO, else the first "
-            "enabled portfolio.",
-        ),
-    ] = None,
-) -> Portfolio:
+PortfolioQuery = Annotated[
+    str | None,
+    Query(
+        pattern=PORTFOLIO_PATTERN,
+        description="Portfolio id; default: IBFLOW_DEFAULT_PORTFOLIO, else the first "
+        "enabled portfolio.",
+    ),
+]
+"""The ``?portfolio=`` query parameter of the dashboard routes."""
+
+
+async def _portfolio(ctx: Ctx, portfolio: PortfolioQuery = None) -> Portfolio:
     async with ctx.pool.acquire() as conn:
         if portfolio is None:
             found = await repo.default_portfolio(conn, ctx.settings.default_portfolio)
@@ -111,3 +114,22 @@ async def _portfolio(
 
 PortfolioParam = Annotated[Portfolio, Depends(_portfolio)]
 """The ``?portfolio=`` of a dashboard route, or the default one (404 when unknown)."""
+
+
+async def _portfolio_id(ctx: Ctx, portfolio: PortfolioQuery = None) -> str:
+    # Portfolios are never deleted (nothing in ibflow deletes one; orders, cash and the
+    # audit refer to them), so an id once found stays valid: it is remembered and not
+    # looked up again. An unknown id is looked up every time (a portfolio created a
+    # moment ago is found), and so is "the first enabled portfolio", which changes with
+    # every enable/disable. The order-manager checks existence and `enabled` again.
+    wanted = portfolio if portfolio is not None else ctx.settings.default_portfolio
+    if wanted is not None and wanted in ctx.known_portfolios:
+        return wanted
+    found = await _portfolio(ctx, portfolio)
+    ctx.known_portfolios.add(found.id)
+    return found.id
+
+
+PortfolioIdParam = Annotated[str, Depends(_portfolio_id)]
+"""The id of the ``?portfolio=`` (or default) portfolio, 404 when unknown; for routes
+that need nothing but the id (existence is remembered, see ``docs/api.md``)."""

@@ -28,7 +28,7 @@ from ibflow.contracts.gateway import BrokerOrderPreviewed, PreviewBrokerOrder
 from ibflow_api import repository as repo
 from ibflow_api.bridge_state import BridgeStateUnavailable
 from ibflow_api.commands import send, send_audited
-from ibflow_api.deps import Ctx, PortfolioParam, ReadKey, TradeKey
+from ibflow_api.deps import Ctx, PortfolioIdParam, PortfolioParam, ReadKey, TradeKey
 from ibflow_api.errors import ApiError, responses
 from ibflow_api.keys import ApiKey
 from ibflow_api.schemas import (
@@ -266,7 +266,7 @@ async def place_order(
     body: PlaceOrderRequest,
     ctx: Ctx,
     key: TradeKey,
-    portfolio: PortfolioParam,
+    portfolio_id: PortfolioIdParam,
     idempotency_key: IdempotencyKey = None,
 ) -> PlaceOrderResponse:
     """Place an order through the order-manager (risk checks, halt switch, audit).
@@ -275,7 +275,7 @@ async def place_order(
     503 when the gateway is not ready, 504 when no answer came in time (the order may
     exist: retry with the same ``client_order_id`` / ``Idempotency-Key``)."""
     coid = _client_order_id(body, key, idempotency_key)
-    cmd = _submit_command(body, portfolio.id, coid, key.actor)
+    cmd = _submit_command(body, portfolio_id, coid, key.actor)
     accepted = await send(ctx, subjects.SUBMIT_ORDER, cmd, CommandAccepted)
     message = "order already placed" if accepted.duplicate else "order placed"
     return PlaceOrderResponse(order_id=coid, message=message, duplicate=accepted.duplicate)
