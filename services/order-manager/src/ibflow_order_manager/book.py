@@ -479,24 +479,16 @@ class OrderBook:
         never be booked (the consumer then books the batch one fact at a time).
         """
         exec_ids = sorted({e.exec_id for e in events if not isinstance(e, OrderStatusChanged)})
+        charged = sorted({e.exec_id for e in events if isinstance(e, CommissionReported)})
+        coids = {
+            e.client_order_id
+            for e in events
+            if not isinstance(e, CommissionReported) and e.client_order_id
+        }
         async with self._pool.acquire() as conn, conn.transaction():
-            booked: dict[str, repo.BookedExecution] = {}
-            parked: dict[str, repo.ParkedCommission] = {}
-            if exec_ids:
-                await repo.lock_executions(conn, exec_ids)
-                booked, parked = await repo.booked_and_parked(conn, exec_ids)
-            coids = {
-                e.client_order_id
-                for e in events
-                if not isinstance(e, CommissionReported) and e.client_order_id
-            }
-            coids.update(
-                booked[e.exec_id].client_order_id
-                for e in events
-                if isinstance(e, CommissionReported) and e.exec_id in booked
-            )
-            batch = FactBatch(booked, parked)
-            for order in (await repo.lock_orders(conn, sorted(coids))).values():
+            locked = await repo.lock_facts(conn, exec_ids, charged, sorted(coids))
+            batch = FactBatch(locked.booked, locked.parked)
+            for order in locked.orders:
                 batch.track(order)
             for event in events:
                 if isinstance(event, OrderStatusChanged):
@@ -622,26 +614,38 @@ class OrderBook:
         )
 
     async def _write_facts(self, conn: AnyConnection, batch: FactBatch) -> bool:
-        """Write what ``batch`` gathered; whether anything changed."""
-        if batch.fills:
-            await repo.insert_fills(conn, list(batch.fills.values()))
-        if batch.commissions:
-            await repo.set_commissions(conn, batch.commissions)
+        """Write what ``batch`` gathered (one statement, then the outbox rows); whether
+        anything changed."""
         parks = batch.still_parked()
-        if parks:
-            await repo.park_commissions(conn, parks)
         changes = batch.changes(_reservation_after)
-        if not changes:
-            return bool(parks)
-        saved = await repo.save_orders(conn, changes)
+        if not (batch.fills or batch.commissions or parks or changes):
+            return False
+        saved = repo.stored_orders(changes)
         cash = batch.cash_by_portfolio()
         reserved: dict[str, Decimal] = {}
-        messages: list[tuple[str, Envelope]] = []
-        for change, order in zip(changes, saved, strict=True):
-            pid = order.portfolio_id
+        for change in changes:
+            pid = change.before.portfolio_id
             reserved[pid] = reserved.get(pid, Decimal(0)) + (
                 change.reserved_cash - change.before.reserved_cash
             )
+        money = [
+            (pid, cash.get(pid, Decimal(0)), reserved[pid])
+            for pid in sorted(reserved)
+            if cash.get(pid, Decimal(0)) != 0 or reserved[pid] != 0
+        ]
+        moved = await repo.write_facts(
+            conn,
+            fills=list(batch.fills.values()),
+            commissions=batch.commissions,
+            parks=parks,
+            changes=changes,
+            money=money,
+        )
+        if not changes:
+            return bool(parks)
+        messages: list[tuple[str, Envelope]] = []
+        for change, order in zip(changes, saved, strict=True):
+            pid = order.portfolio_id
             for status in change.entered:
                 ORDER_TRANSITIONS.labels(pid, status.value).inc()
             messages.append((subjects.order_updated(pid), order.book_event()))
@@ -649,19 +653,12 @@ class OrderBook:
                 reason = order.state.reason or "rejected"
                 rejected = _rejection(order.intent, reason, None)
                 messages.append((subjects.order_rejected(pid), rejected))
-        moved: list[repo.Portfolio] = []
-        for pid in sorted(reserved):
-            if cash.get(pid, Decimal(0)) == 0 and reserved[pid] == 0:
-                continue
-            portfolio = await repo.move_money(
-                conn, pid, cash=cash.get(pid, Decimal(0)), reserved=reserved[pid]
-            )
-            CASH.labels(pid).set(float(portfolio.cash))
-            RESERVED_CASH.labels(pid).set(float(portfolio.reserved_cash))
+        for portfolio in moved:
+            CASH.labels(portfolio.id).set(float(portfolio.cash))
+            RESERVED_CASH.labels(portfolio.id).set(float(portfolio.reserved_cash))
             messages.append(
-                (subjects.portfolio_changed(pid), self._portfolio_event(portfolio, None))
+                (subjects.portfolio_changed(portfolio.id), self._portfolio_event(portfolio, None))
             )
-            moved.append(portfolio)
         await enqueue_many(conn, messages)
         for portfolio in moved:
             if cash.get(portfolio.id, Decimal(0)) != 0:

@@ -779,14 +779,15 @@ class OrderChange:
     perm_id: int | None
 
 
-async def lock_executions(conn: AnyConnection, exec_ids: Sequence[str]) -> None:
-    """Serialise the transactions about these executions (their booking and their
-    commissions) until the caller's transaction ends: without it, with two replicas, a
-    commission could look for its execution just before the execution commits and park
-    itself just after the execution looked for a parked commission. Locks are taken in
-    ``exec_ids``' order: pass them sorted, so two transactions never wait in a cycle."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(x)) FROM unnest($1::text[]) AS x", list(exec_ids)
+_STAMP_COLUMNS = tuple(
+    timestamp_column(status) for status in OrderStatus if status is not OrderStatus.PENDING
+)
+
+
+def _stamped(column: str) -> str:
+    return (
+        f"CASE WHEN position(',{column},' in ',' || n.stamps || ',') > 0"
+        f" THEN coalesce(o.{column}, now()) ELSE o.{column} END"
     )
 
 
@@ -794,68 +795,194 @@ ParkedCommission = tuple[str, str, Decimal, str, Decimal | None]
 """``(exec_id, portfolio_id, commission, currency, IB realized P&L)``."""
 
 
-async def booked_and_parked(
-    conn: AnyConnection, exec_ids: Sequence[str]
-) -> tuple[dict[str, BookedExecution], dict[str, ParkedCommission]]:
-    """Of ``exec_ids``: the executions already booked, and the commissions parked for the
-    others — removed, so the caller books them with their executions or parks them
-    again — by execution id."""
+@dataclass(frozen=True, slots=True)
+class LockedFacts:
+    """What a batch of facts reads before its lifecycle runs (:func:`lock_facts`)."""
+
+    booked: dict[str, BookedExecution]
+    """The batch's executions already booked, by execution id."""
+    parked: dict[str, ParkedCommission]
+    """The commissions parked for the others, taken out of the table, by execution id."""
+    orders: list[Order]
+    """The orders locked ``FOR UPDATE``, in id order."""
+
+
+async def lock_facts(
+    conn: AnyConnection,
+    exec_ids: Sequence[str],
+    commission_exec_ids: Sequence[str],
+    client_order_ids: Sequence[str],
+) -> LockedFacts:
+    """Lock what a batch of facts is about and read it, in one round trip (migration
+    ``0003_lock_facts.sql``): the executions' advisory locks, in ``exec_ids``' order (pass
+    them sorted, so two transactions never wait in a cycle); the executions already
+    booked and the commissions parked for the others (removed: the caller books them
+    with their executions or parks them again); then the orders ``client_order_ids`` and
+    those of the booked executions of ``commission_exec_ids``, locked ``FOR UPDATE`` in
+    id order.
+
+    The advisory locks serialise the transactions about the same executions (their
+    booking and their commissions) until the caller's transaction ends: without them,
+    with two replicas, a commission could look for its execution just before the
+    execution commits and park itself just after the execution looked for a parked
+    commission. The reads after the locks see what the transactions waited for
+    committed (the function's statements take their own snapshots).
+    """
     rows = await conn.fetch(
-        """
-        WITH booked AS (
-            SELECT exec_id, client_order_id, commission IS NOT NULL AS known
-              FROM executions WHERE exec_id = ANY($1::text[])
-        ), parked AS (
-            DELETE FROM pending_commissions
-             WHERE exec_id = ANY($1::text[]) AND exec_id NOT IN (SELECT exec_id FROM booked)
-            RETURNING exec_id, portfolio_id, commission, currency, realized_pnl
-        )
-        SELECT exec_id, client_order_id, known, NULL::text AS portfolio_id,
-               NULL::numeric AS commission, NULL::text AS currency,
-               NULL::numeric AS realized_pnl
-          FROM booked
-        UNION ALL
-        SELECT exec_id, NULL, NULL, portfolio_id, commission, currency, realized_pnl
-          FROM parked
-        """,
+        "SELECT f.fact_kind, f.fact_exec_id, f.fact_client_order_id, f.fact_known,"
+        " f.fact_portfolio_id, f.fact_commission, f.fact_currency, f.fact_realized_pnl,"
+        " (f.locked).*"
+        " FROM order_manager_lock_facts($1::text[], $2::text[], $3::text[]) AS f",
         list(exec_ids),
+        list(commission_exec_ids),
+        list(client_order_ids),
     )
     booked: dict[str, BookedExecution] = {}
     parked: dict[str, ParkedCommission] = {}
+    orders: list[Order] = []
     for row in rows:
-        if row["client_order_id"] is not None:
-            booked[row["exec_id"]] = BookedExecution(
-                row["exec_id"], row["client_order_id"], row["known"]
+        kind = row["fact_kind"]
+        if kind == "order":
+            orders.append(_order(row))
+        elif kind == "booked":
+            booked[row["fact_exec_id"]] = BookedExecution(
+                row["fact_exec_id"], row["fact_client_order_id"], row["fact_known"]
             )
         else:
-            parked[row["exec_id"]] = (
-                row["exec_id"],
-                row["portfolio_id"],
-                row["commission"],
-                row["currency"],
-                row["realized_pnl"],
+            parked[row["fact_exec_id"]] = (
+                row["fact_exec_id"],
+                row["fact_portfolio_id"],
+                row["fact_commission"],
+                row["fact_currency"],
+                row["fact_realized_pnl"],
             )
-    return booked, parked
+    return LockedFacts(booked, parked, orders)
 
 
-async def lock_orders(conn: AnyConnection, client_order_ids: Sequence[str]) -> dict[str, Order]:
-    """The orders of ``client_order_ids`` that exist, locked ``FOR UPDATE`` in id order."""
-    rows = await conn.fetch(
-        f"SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = ANY($1::text[])"  # noqa: S608
-        " ORDER BY client_order_id FOR UPDATE",
-        list(client_order_ids),
+MoneyMove = tuple[str, Decimal, Decimal]
+"""``(portfolio_id, cash, reserved)``: signed amounts to add (:func:`move_money`)."""
+
+
+_WRITE_FACTS = f"""
+    WITH f AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::numeric[], $7::numeric[], $8::timestamptz[], $9::bigint[],
+                             $10::bigint[], $11::text[], $12::numeric[], $13::text[],
+                             $14::numeric[], $15::numeric[], $16::text[])
+            AS f(exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
+                 executed_at, perm_id, ib_order_id, exchange, commission, currency,
+                 realized_pnl, gross, kind)
+    ), e AS (
+        INSERT INTO executions (exec_id, client_order_id, portfolio_id, symbol, side,
+                                quantity, price, executed_at, perm_id, ib_order_id,
+                                exchange, commission, commission_currency,
+                                ib_realized_pnl, commission_at)
+        SELECT exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
+               executed_at, perm_id, ib_order_id, exchange, commission, currency,
+               realized_pnl, CASE WHEN commission IS NULL THEN NULL ELSE now() END
+          FROM f
+        RETURNING exec_id
+    ), ft AS (
+        INSERT INTO transactions (exec_id, portfolio_id, client_order_id, kind, gross,
+                                  commission, cash_delta)
+        SELECT f.exec_id, f.portfolio_id, f.client_order_id, f.kind, f.gross,
+               coalesce(f.commission, 0), f.gross - coalesce(f.commission, 0)
+          FROM f JOIN e USING (exec_id)
+    ), c AS (
+        SELECT * FROM unnest($17::text[], $18::numeric[], $19::text[], $20::numeric[])
+            AS c(exec_id, commission, currency, realized_pnl)
+    ), ce AS (
+        UPDATE executions x
+           SET commission = c.commission, commission_currency = c.currency,
+               ib_realized_pnl = c.realized_pnl, commission_at = now()
+          FROM c
+         WHERE x.exec_id = c.exec_id AND x.commission IS NULL
+        RETURNING x.exec_id
+    ), ct AS (
+        UPDATE transactions t
+           SET commission = t.commission + c.commission, cash_delta = t.cash_delta - c.commission
+          FROM c JOIN ce USING (exec_id)
+         WHERE t.exec_id = c.exec_id
+    ), pk AS (
+        INSERT INTO pending_commissions (exec_id, portfolio_id, commission, currency,
+                                         realized_pnl)
+        SELECT * FROM unnest($21::text[], $22::text[], $23::numeric[], $24::text[],
+                             $25::numeric[])
+        ON CONFLICT (exec_id) DO NOTHING
+    ), so AS (
+        UPDATE orders o
+           SET status = n.status, revision = o.revision + 1,
+               filled_quantity = n.filled_quantity, filled_notional = n.filled_notional,
+               avg_fill_price = n.avg_fill_price, broker_filled = n.broker_filled,
+               broker_remaining = n.broker_remaining, broker_outcome = n.broker_outcome,
+               acknowledged = n.acknowledged, cancel_requested = n.cancel_requested,
+               unknown = n.unknown, ib_status = n.ib_status,
+               status_message = n.status_message, quantity = n.quantity,
+               reserved_cash = n.reserved_cash, commission = n.commission,
+               ib_order_id = coalesce(n.ib_order_id, o.ib_order_id),
+               perm_id = coalesce(n.perm_id, o.perm_id),
+               {", ".join(f"{c} = {_stamped(c)}" for c in _STAMP_COLUMNS)}
+          FROM unnest($26::text[], $27::text[], $28::numeric[], $29::numeric[], $30::numeric[],
+                      $31::numeric[], $32::numeric[], $33::text[], $34::boolean[],
+                      $35::boolean[], $36::boolean[], $37::text[], $38::text[],
+                      $39::numeric[], $40::numeric[], $41::numeric[], $42::bigint[],
+                      $43::bigint[], $44::text[])
+            AS n(coid, status, filled_quantity, filled_notional, avg_fill_price,
+                 broker_filled, broker_remaining, broker_outcome, acknowledged,
+                 cancel_requested, unknown, ib_status, status_message, quantity,
+                 reserved_cash, commission, ib_order_id, perm_id, stamps)
+         WHERE o.client_order_id = n.coid
+        RETURNING 1
+    ), m AS (
+        SELECT * FROM unnest($45::text[], $46::numeric[], $47::numeric[])
+            AS m(id, cash, reserved)
+    ), lk AS MATERIALIZED (
+        -- the portfolio rows locked last, in id order, whatever plan the update gets
+        SELECT id FROM portfolios WHERE id = ANY($45::text[]) ORDER BY id FOR NO KEY UPDATE
+    ), mp AS (
+        UPDATE portfolios p
+           SET cash = p.cash + m.cash,
+               reserved_cash = greatest(p.reserved_cash + m.reserved, 0),
+               revision = p.revision + 1
+          FROM lk JOIN m USING (id)
+         WHERE p.id = lk.id
+        RETURNING {", ".join(f"p.{name}" for name in _PORTFOLIO_NAMES)}
     )
-    return {row["client_order_id"]: _order(row) for row in rows}
+    SELECT (SELECT count(*) FROM so) AS saved_orders, mp.*
+      FROM (SELECT 1) AS one LEFT JOIN mp ON true
+     ORDER BY mp.id
+"""  # noqa: S608
 
 
-async def insert_fills(conn: AnyConnection, fills: Sequence[NewExecution]) -> None:
-    """Book executions and their transactions (one statement). The caller holds the
-    executions' locks and checked they are new: a duplicate fails the transaction."""
-    columns: dict[str, list[Any]] = {name: [] for name in _FILL_COLUMNS}
+async def write_facts(
+    conn: AnyConnection,
+    *,
+    fills: Sequence[NewExecution],
+    commissions: Sequence[tuple[str, Decimal, str, Decimal | None]],
+    parks: Sequence[ParkedCommission],
+    changes: Sequence[OrderChange],
+    money: Sequence[MoneyMove],
+) -> list[Portfolio]:
+    """Write what a batch of facts decided, in one statement (data-modifying CTEs):
+
+    * ``fills``: the executions and their transactions. The caller holds the
+      executions' locks and checked they are new: a duplicate fails the transaction;
+    * ``commissions`` ``(exec_id, commission, currency, realized_pnl)``: set on booked
+      executions whose commission is unknown, and on their transactions;
+    * ``parks``: commissions whose execution is not booked, parked (once per execution);
+    * ``changes``: each order's new facts, money and ids as its next revision, every
+      status it entered stamped (the rows are locked by the caller:
+      :func:`stored_orders` tells what they became);
+    * ``money``: :func:`move_money` of each portfolio, its row locked in id order after
+      everything else the transaction locked.
+
+    Returns the moved portfolios as stored, by id.
+    """
+    fill_columns: list[list[Any]] = [[] for _ in range(16)]
     for fill in fills:
         amount, currency, pnl = fill.commission or (None, None, None)
-        for name, value in zip(
-            _FILL_COLUMNS,
+        for column, value in zip(
+            fill_columns,
             (
                 fill.exec_id,
                 fill.order.client_order_id,
@@ -876,133 +1003,13 @@ async def insert_fills(conn: AnyConnection, fills: Sequence[NewExecution]) -> No
             ),
             strict=True,
         ):
-            columns[name].append(value)
-    await conn.execute(
-        """
-        WITH f AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::numeric[], $7::numeric[], $8::timestamptz[], $9::bigint[],
-                                 $10::bigint[], $11::text[], $12::numeric[], $13::text[],
-                                 $14::numeric[], $15::numeric[], $16::text[])
-                AS f(exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
-                     executed_at, perm_id, ib_order_id, exchange, commission, currency,
-                     realized_pnl, gross, kind)
-        ), e AS (
-            INSERT INTO executions (exec_id, client_order_id, portfolio_id, symbol, side,
-                                    quantity, price, executed_at, perm_id, ib_order_id,
-                                    exchange, commission, commission_currency,
-                                    ib_realized_pnl, commission_at)
-            SELECT exec_id, client_order_id, portfolio_id, symbol, side, quantity, price,
-                   executed_at, perm_id, ib_order_id, exchange, commission, currency,
-                   realized_pnl, CASE WHEN commission IS NULL THEN NULL ELSE now() END
-              FROM f
-            RETURNING exec_id
-        )
-        INSERT INTO transactions (exec_id, portfolio_id, client_order_id, kind, gross,
-                                  commission, cash_delta)
-        SELECT f.exec_id, f.portfolio_id, f.client_order_id, f.kind, f.gross,
-               coalesce(f.commission, 0), f.gross - coalesce(f.commission, 0)
-          FROM f JOIN e USING (exec_id)
-        """,
-        *columns.values(),
-    )
-
-
-_FILL_COLUMNS = (
-    "exec_id",
-    "client_order_id",
-    "portfolio_id",
-    "symbol",
-    "side",
-    "quantity",
-    "price",
-    "executed_at",
-    "perm_id",
-    "ib_order_id",
-    "exchange",
-    "commission",
-    "currency",
-    "realized_pnl",
-    "gross",
-    "kind",
-)
-
-
-async def set_commissions(
-    conn: AnyConnection, commissions: Sequence[tuple[str, Decimal, str, Decimal | None]]
-) -> None:
-    """:func:`set_commission` for many ``(exec_id, commission, currency, realized_pnl)``
-    of booked executions whose commission is unknown (one statement)."""
-    await conn.execute(
-        """
-        WITH c AS (
-            SELECT * FROM unnest($1::text[], $2::numeric[], $3::text[], $4::numeric[])
-                AS c(exec_id, commission, currency, realized_pnl)
-        ), e AS (
-            UPDATE executions x
-               SET commission = c.commission, commission_currency = c.currency,
-                   ib_realized_pnl = c.realized_pnl, commission_at = now()
-              FROM c
-             WHERE x.exec_id = c.exec_id AND x.commission IS NULL
-            RETURNING x.exec_id
-        )
-        UPDATE transactions t
-           SET commission = t.commission + c.commission, cash_delta = t.cash_delta - c.commission
-          FROM c JOIN e USING (exec_id)
-         WHERE t.exec_id = c.exec_id
-        """,
-        [c[0] for c in commissions],
-        [c[1] for c in commissions],
-        [c[2] for c in commissions],
-        [c[3] for c in commissions],
-    )
-
-
-async def park_commissions(conn: AnyConnection, parked: Sequence[ParkedCommission]) -> None:
-    """:func:`park_commission` for many ``(exec_id, portfolio_id, commission, currency,
-    realized_pnl)`` (one statement)."""
-    await conn.execute(
-        """
-        INSERT INTO pending_commissions (exec_id, portfolio_id, commission, currency,
-                                         realized_pnl)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::text[], $5::numeric[])
-        ON CONFLICT (exec_id) DO NOTHING
-        """,
-        *(list(column) for column in zip(*parked, strict=True)),
-    )
-
-
-async def save_orders(conn: AnyConnection, changes: Sequence[OrderChange]) -> list[Order]:
-    """:func:`save_order` for many (one statement): each order's new facts, money and
-    ids as its next revision, every status it entered stamped. Returns them as stored
-    (the rows are locked by the caller, so the revision is the previous one plus one)."""
-    stamps = [",".join(timestamp_column(status) for status in change.entered) for change in changes]
+            column.append(value)
     states = [change.state for change in changes]
-    status = await conn.execute(
-        f"""
-        UPDATE orders o
-           SET status = n.status, revision = o.revision + 1,
-               filled_quantity = n.filled_quantity, filled_notional = n.filled_notional,
-               avg_fill_price = n.avg_fill_price, broker_filled = n.broker_filled,
-               broker_remaining = n.broker_remaining, broker_outcome = n.broker_outcome,
-               acknowledged = n.acknowledged, cancel_requested = n.cancel_requested,
-               unknown = n.unknown, ib_status = n.ib_status,
-               status_message = n.status_message, quantity = n.quantity,
-               reserved_cash = n.reserved_cash, commission = n.commission,
-               ib_order_id = coalesce(n.ib_order_id, o.ib_order_id),
-               perm_id = coalesce(n.perm_id, o.perm_id),
-               {", ".join(f"{c} = {_stamped(c)}" for c in _STAMP_COLUMNS)}
-          FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                      $6::numeric[], $7::numeric[], $8::text[], $9::boolean[], $10::boolean[],
-                      $11::boolean[], $12::text[], $13::text[], $14::numeric[],
-                      $15::numeric[], $16::numeric[], $17::bigint[], $18::bigint[],
-                      $19::text[])
-            AS n(coid, status, filled_quantity, filled_notional, avg_fill_price,
-                 broker_filled, broker_remaining, broker_outcome, acknowledged,
-                 cancel_requested, unknown, ib_status, status_message, quantity,
-                 reserved_cash, commission, ib_order_id, perm_id, stamps)
-         WHERE o.client_order_id = n.coid
-        """,  # noqa: S608
+    rows = await conn.fetch(
+        _WRITE_FACTS,
+        *fill_columns,
+        *_columns(commissions, 4),
+        *_columns(parks, 5),
         [change.before.client_order_id for change in changes],
         [state.status.value for state in states],
         [state.filled_quantity for state in states],
@@ -1021,10 +1028,26 @@ async def save_orders(conn: AnyConnection, changes: Sequence[OrderChange]) -> li
         [change.commission for change in changes],
         [change.ib_order_id for change in changes],
         [change.perm_id for change in changes],
-        stamps,
+        [",".join(timestamp_column(status) for status in change.entered) for change in changes],
+        *_columns(money, 3),
     )
-    if status != f"UPDATE {len(changes)}":
-        raise LookupError(f"saving {len(changes)} orders: {status}")
+    if rows[0]["saved_orders"] != len(changes):
+        raise LookupError(f"saving {len(changes)} orders: {rows[0]['saved_orders']} saved")
+    moved = [_portfolio(row) for row in rows if row["id"] is not None]
+    if len(moved) != len(money):
+        missing = sorted({m[0] for m in money} - {p.id for p in moved})
+        raise LookupError(f"portfolios {missing} do not exist")
+    return moved
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """``rows`` of ``width`` values as ``width`` columns (the arrays ``unnest`` takes)."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def stored_orders(changes: Sequence[OrderChange]) -> list[Order]:
+    """The orders of ``changes`` as :func:`write_facts` stores them (the rows are locked
+    by the caller, so the revision is the previous one plus one)."""
     return [
         replace(
             change.before,
@@ -1039,18 +1062,6 @@ async def save_orders(conn: AnyConnection, changes: Sequence[OrderChange]) -> li
         )
         for change in changes
     ]
-
-
-_STAMP_COLUMNS = tuple(
-    timestamp_column(status) for status in OrderStatus if status is not OrderStatus.PENDING
-)
-
-
-def _stamped(column: str) -> str:
-    return (
-        f"CASE WHEN position(',{column},' in ',' || n.stamps || ',') > 0"
-        f" THEN coalesce(o.{column}, now()) ELSE o.{column} END"
-    )
 
 
 # ---------------------------------------------------------------------- recommendations

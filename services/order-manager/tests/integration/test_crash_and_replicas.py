@@ -334,7 +334,8 @@ COMMISSION_RACE = (
 
 async def raced_commissions(stack: Stack) -> dict[str, Decimal]:
     """Commissions lost to the race of :data:`COMMISSION_RACE` (fixed in book.py by
-    ``repository.lock_executions``; kept as a diagnostic): exec_id → commission.
+    the executions' advisory locks, now taken by ``repository.lock_facts``; kept as a
+    diagnostic): exec_id → commission.
 
     Two symptoms: parked in ``pending_commissions`` although the execution is booked
     (the commission's booking found no execution, the execution's booking had already
@@ -762,7 +763,8 @@ async def test_a_commission_handled_while_its_execution_is_being_booked_is_not_l
     database_url: str, nc: NatsClient
 ) -> None:
     """The race both scenarios above ran into (up to half of 1,000 commissions lost per
-    run before book.py took ``repository.lock_executions``), made deterministic: the
+    run before book.py took the executions' advisory locks, now in
+    ``repository.lock_facts``), made deterministic: the
     execution's transaction has inserted the execution (after looking for a parked
     commission) but not committed (here: it waits for the portfolio row, which the test
     holds) when the commission is handled. The commission must end up on the execution

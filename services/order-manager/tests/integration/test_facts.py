@@ -173,3 +173,42 @@ async def test_commission_of_an_execution_booked_in_an_earlier_batch_adjusts_it(
     assert (row["commission"], row["cash_delta"]) == (Decimal("0.35"), Decimal("-1000.35"))
     assert await pool.fetchval("SELECT commission FROM orders") == Decimal("0.35")
     assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH - Decimal("1000.35")
+
+
+async def test_a_batch_over_two_portfolios_moves_each_portfolios_cash_once(
+    pool: asyncpg.Pool[Any], book: OrderBook
+) -> None:
+    await pool.execute(
+        "INSERT INTO portfolios (id, name, broker_port, client_id, account, cash)"
+        " VALUES ('q', 'q', 4002, 8, 'DU2', $1)",
+        START_CASH,
+    )
+    await pool.execute(
+        """
+        INSERT INTO orders (client_order_id, portfolio_id, symbol, side, order_type,
+                            quantity, limit_price, tif, currency, purpose, requested_by,
+                            status, acknowledged, submitted_at, ib_order_id, perm_id)
+        VALUES ('q1', 'q', 'AAPL', 'SELL', 'LMT', 10, 100, 'DAY', 'USD', 'manual',
+                'user:test', 'SUBMITTED', true, now(), 2, 2002)
+        """
+    )
+    sold = execution("e6", 10, 10).model_copy(
+        update={
+            "portfolio_id": "q",
+            "account_id": "DU2",
+            "client_order_id": "q1",
+            "order_id": 2,
+            "perm_id": 2002,
+            "side": OrderSide.SELL,
+        }
+    )
+    await book.on_facts([sold, execution("e7", 10, 10), commission("e7", "0.35")])
+    cash = await pool.fetch("SELECT id, cash, revision FROM portfolios ORDER BY id")
+    assert [(r["id"], r["cash"]) for r in cash] == [
+        ("p", START_CASH - Decimal("1000.35")),
+        ("q", START_CASH + 1000),
+    ]
+    changed = await pool.fetch(
+        "SELECT subject FROM ibflow_outbox WHERE subject LIKE '%portfolio%' ORDER BY id"
+    )
+    assert len(changed) == 2

@@ -205,30 +205,32 @@ async def counted(
     return statements.sent[before:]
 
 
-async def test_facts_are_booked_in_at_most_9_statements_a_batch(
+async def test_facts_are_booked_in_at_most_5_statements_a_batch(
     pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements
 ) -> None:
     # the first batches prepare the statements, introspect the types and read the
-    # multiplier: not counted
+    # multiplier, and the statistics keeper reads its first row estimate in the
+    # background, on another connection (waited for: it is no part of the batches)
     await known_order(pool, "warm-up")
     await book.on_facts([execution("warm-up", "w1", 20)])
     await book.on_facts([commission("w1")])
     await book.on_facts([execution("warm-up", "w2", 40), commission("w2"), status("warm-up", 40)])
+    await book.statistics.close()
     await known_order(pool, "o1")
     cash = await pool.fetchval("SELECT cash FROM portfolios WHERE id = 'p'")
     outbox = await pool.fetchval("SELECT count(*) FROM ibflow_outbox")
 
     # (a) one execution of a known order
     sent = await counted(book, statements, [execution("o1", "e1", 20)])
-    assert len(sent) <= 9, listed(sent)
+    assert len(sent) <= 5, listed(sent)
     # (b) that execution's commission
     sent = await counted(book, statements, [commission("e1")])
-    assert len(sent) <= 9, listed(sent)
+    assert len(sent) <= 5, listed(sent)
     # (c) an execution, its commission and a status in one batch
     sent = await counted(
         book, statements, [execution("o1", "e2", 40), commission("e2"), status("o1", 40)]
     )
-    assert len(sent) <= 9, listed(sent)
+    assert len(sent) <= 5, listed(sent)
 
     # what those statements did is all there: the executions with their commissions, the
     # order, the cash and reservation, and one OrderBookUpdated + PortfolioChanged a batch

@@ -31,9 +31,10 @@ EXACT = decimal.Context(prec=400)
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Pool]:
     applied = await apply_migrations(database_url, *PACKAGES)
-    assert applied[-2:] == [
+    assert applied[-3:] == [
         "ibflow_order_manager/0001_portfolios.sql",
         "ibflow_order_manager/0002_orders_and_money.sql",
+        "ibflow_order_manager/0003_lock_facts.sql",
     ]
     db = await create_pool(database_url, min_size=1, max_size=2)
     try:
@@ -166,7 +167,10 @@ async def test_existing_portfolios_get_the_new_settings_with_their_defaults(
             " VALUES ('old', 'Old', 4002, 1, 'halted')"
         )
         applied = await apply_migrations(conn, *PACKAGES)
-        assert applied == ["ibflow_order_manager/0002_orders_and_money.sql"]
+        assert applied == [
+            "ibflow_order_manager/0002_orders_and_money.sql",
+            "ibflow_order_manager/0003_lock_facts.sql",
+        ]
         row = await conn.fetchrow("SELECT * FROM portfolios WHERE id = 'old'")
     finally:
         await conn.close()
