@@ -496,6 +496,8 @@ async def seed_portfolio(database_url: str, sim_port: int) -> None:
 
 def bridge_environment(nats_url: str, database_url: str, http_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IBFLOW_")}
+    if "IBFLOW_EVENT_LOOP" in os.environ:  # A/B the event loop: uvloop (default) / asyncio
+        env["IBFLOW_EVENT_LOOP"] = os.environ["IBFLOW_EVENT_LOOP"]
     env.update(
         IBFLOW_NATS_URL=nats_url,
         IBFLOW_DATABASE_URL=database_url,

@@ -1009,6 +1009,8 @@ async def seed(pg_url: str) -> str:
 
 def replica_environment(nats_url: str, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IBFLOW_")}
+    if "IBFLOW_EVENT_LOOP" in os.environ:  # A/B the event loop: uvloop (default) / asyncio
+        env["IBFLOW_EVENT_LOOP"] = os.environ["IBFLOW_EVENT_LOOP"]
     env.update(
         IBFLOW_NATS_URL=nats_url,
         IBFLOW_DATABASE_URL=database_url,
