@@ -147,7 +147,11 @@ class Recovery:
             self._wake.clear()
 
     async def _sample(self) -> None:
-        """Refresh the UNKNOWN-orders and consumer-lag gauges."""
+        """Refresh the portfolios', UNKNOWN-orders and consumer-lag gauges."""
+        try:
+            await self._book.refresh_metrics()
+        except Exception as exc:  # metrics must never stop recovery
+            log.debug("portfolio metrics refresh failed: %r", exc)
         try:
             unknown = await self._rt.pool.fetchval(
                 "SELECT count(*) FROM orders WHERE status = 'UNKNOWN'"

@@ -19,6 +19,7 @@ a second replica) serialise on the money without deadlocking.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -83,10 +84,15 @@ from ibflow_order_manager.domain import (
 from ibflow_order_manager.facts import BrokerFact, FactBatch
 from ibflow_order_manager.metrics import (
     CASH,
+    COMMISSIONS,
+    EXECUTIONS_BOOKED,
     FILL_TO_COMMIT,
+    MAX_DAILY_LOSS,
     ORDER_TRANSITIONS,
+    REALIZED_PNL_TODAY,
     REJECTIONS,
     RESERVED_CASH,
+    TRADING_HALTED,
 )
 from ibflow_order_manager.stats import StatisticsKeeper
 
@@ -220,6 +226,8 @@ class OrderBook:
                 )
                 await _audit_submit(conn, cmd, "refused", missing.message)
                 return missing
+            _portfolio_gauges(portfolio)
+            REALIZED_PNL_TODAY.labels(portfolio.id).set(float(context.exposure.realized_pnl_today))
             instrument = context.instrument
             refusal = _validate(cmd, portfolio, instrument)
             price = cmd.limit_price or cmd.stop_price or reference
@@ -497,7 +505,8 @@ class OrderBook:
                     await self._fact_execution(conn, batch, event)
                 else:
                     self._fact_commission(batch, event)
-            changed = await self._write_facts(conn, batch)
+            changed, daily = await self._write_facts(conn, batch)
+        _count_booked(batch, daily)
         if batch.fills:
             self.statistics.booked(len(batch.fills))
         now = utc_now()
@@ -613,13 +622,16 @@ class OrderBook:
             commission=event.commission,
         )
 
-    async def _write_facts(self, conn: AnyConnection, batch: FactBatch) -> bool:
-        """Write what ``batch`` gathered (one statement, then the outbox rows); whether
-        anything changed."""
+    async def _write_facts(
+        self, conn: AnyConnection, batch: FactBatch
+    ) -> tuple[bool, dict[str, tuple[Decimal, bool]]]:
+        """Write what ``batch`` gathered (one statement, then the outbox rows): whether
+        anything changed, and the daily loss checks it ran (portfolio → today's realized
+        P&L, whether it halted the portfolio)."""
         parks = batch.still_parked()
         changes = batch.changes(_reservation_after)
         if not (batch.fills or batch.commissions or parks or changes):
-            return False
+            return False, {}
         saved = repo.stored_orders(changes)
         cash = batch.cash_by_portfolio()
         reserved: dict[str, Decimal] = {}
@@ -642,7 +654,7 @@ class OrderBook:
             money=money,
         )
         if not changes:
-            return bool(parks)
+            return bool(parks), {}
         messages: list[tuple[str, Envelope]] = []
         for change, order in zip(changes, saved, strict=True):
             pid = order.portfolio_id
@@ -654,16 +666,18 @@ class OrderBook:
                 rejected = _rejection(order.intent, reason, None)
                 messages.append((subjects.order_rejected(pid), rejected))
         for portfolio in moved:
-            CASH.labels(portfolio.id).set(float(portfolio.cash))
-            RESERVED_CASH.labels(portfolio.id).set(float(portfolio.reserved_cash))
+            _portfolio_gauges(portfolio)
             messages.append(
                 (subjects.portfolio_changed(portfolio.id), self._portfolio_event(portfolio, None))
             )
         await enqueue_many(conn, messages)
+        daily: dict[str, tuple[Decimal, bool]] = {}
         for portfolio in moved:
             if cash.get(portfolio.id, Decimal(0)) != 0:
-                await self._check_daily_loss(conn, portfolio)
-        return True
+                checked = await self._check_daily_loss(conn, portfolio)
+                if checked is not None:
+                    daily[portfolio.id] = checked
+        return True, daily
 
     # ------------------------------------------------------------------ recovery
 
@@ -756,9 +770,24 @@ class OrderBook:
                 (subjects.portfolio_changed(p.id), self._portfolio_event(p, cmd)) for p in changed
             ]
             await enqueue_many(conn, messages)
+        for portfolio in changed:
+            TRADING_HALTED.labels(portfolio.id).set(int(portfolio.halted))
         self._notify()
         names = ", ".join(p.id for p in changed) or "none (already in that state)"
         return CommandAccepted.of(cmd, duplicate=not changed, detail=f"changed: {names}")
+
+    # ------------------------------------------------------------------ metrics
+
+    async def refresh_metrics(self) -> None:
+        """Set every portfolio's gauges (cash, reserved cash, halted, daily loss limit,
+        today's realized P&L) from the database, in one statement: the recovery pass
+        calls it, so they exist from startup and follow what changes elsewhere (a limit
+        edited, a halt by another replica, today's P&L starting over at midnight)."""
+        async with self._pool.acquire() as conn:
+            figures = await repo.portfolios_with_pnl(conn, session_start(self._clock()))
+        for portfolio, pnl in figures:
+            _portfolio_gauges(portfolio)
+            REALIZED_PNL_TODAY.labels(portfolio.id).set(float(pnl))
 
     # ------------------------------------------------------------------ helpers
 
@@ -847,8 +876,7 @@ class OrderBook:
         )
         if transition.entered is not None:
             ORDER_TRANSITIONS.labels(order.portfolio_id, transition.entered.value).inc()
-        CASH.labels(portfolio.id).set(float(portfolio.cash))
-        RESERVED_CASH.labels(portfolio.id).set(float(portfolio.reserved_cash))
+        _portfolio_gauges(portfolio)
         messages: list[tuple[str, Envelope]] = []
         if transition.entered is OrderStatus.REJECTED:
             reason = transition.state.reason or "rejected"
@@ -856,16 +884,23 @@ class OrderBook:
             messages.append((subjects.order_rejected(order.portfolio_id), rejected))
         await self._publish(conn, [saved], portfolio, None, extra=messages)
         if cash < 0 or cash > 0:
+            # no caller moves cash here (fills are booked by on_facts, which sets the
+            # gauges of this check after its commit); the periodic refresh would catch up
             await self._check_daily_loss(conn, portfolio)
         return saved
 
-    async def _check_daily_loss(self, conn: AnyConnection, portfolio: repo.Portfolio) -> None:
+    async def _check_daily_loss(
+        self, conn: AnyConnection, portfolio: repo.Portfolio
+    ) -> tuple[Decimal, bool] | None:
+        """Halt the portfolio if today's realized P&L crossed its daily loss limit:
+        ``(that P&L, whether this halted it)``, or ``None`` when not checked (no limit,
+        or already halted)."""
         limit = portfolio.limits.max_daily_loss
         if portfolio.halted or limit is None:
-            return
+            return None
         pnl = await repo.realized_pnl_since(conn, portfolio.id, session_start(self._clock()))
         if not crossed_daily_loss(pnl, limit):
-            return
+            return pnl, False
         reason = f"daily_loss: realized P&L {pnl} crossed the limit -{limit}"
         changed = await repo.set_trading_state(conn, portfolio.id, halted=True, reason=reason)
         if changed:
@@ -874,6 +909,7 @@ class OrderBook:
                 portfolio_id=portfolio.id, reason=reason, requested_by="order-manager"
             )
             await enqueue_many(conn, [(subjects.trading_halted(portfolio.id), halted)])
+        return pnl, bool(changed)
 
     async def _publish(
         self,
@@ -924,6 +960,35 @@ _TERMS = (
     "exchange",
     "currency",
 )
+
+
+def _count_booked(batch: FactBatch, daily: dict[str, tuple[Decimal, bool]]) -> None:
+    """The metrics of a committed batch of facts: its executions and commissions (what
+    it wrote: a replay was left out of it) and its daily loss checks."""
+    for fill in batch.fills.values():
+        EXECUTIONS_BOOKED.labels(fill.order.portfolio_id).inc()
+    for pid, currency, amount in batch.booked_commissions():
+        if amount > 0:
+            COMMISSIONS.labels(pid, currency).inc(float(amount))
+    for pid, (pnl, halted) in daily.items():
+        REALIZED_PNL_TODAY.labels(pid).set(float(pnl))
+        if halted:
+            TRADING_HALTED.labels(pid).set(1)
+
+
+def _portfolio_gauges(portfolio: repo.Portfolio) -> None:
+    """Set the gauges of a portfolio row as read: cash, reserved cash, halted and its
+    daily loss limit (no sample without one)."""
+    pid = portfolio.id
+    CASH.labels(pid).set(float(portfolio.cash))
+    RESERVED_CASH.labels(pid).set(float(portfolio.reserved_cash))
+    TRADING_HALTED.labels(pid).set(int(portfolio.halted))
+    limit = portfolio.limits.max_daily_loss
+    if limit is None:
+        with contextlib.suppress(KeyError):
+            MAX_DAILY_LOSS.remove(pid)
+    else:
+        MAX_DAILY_LOSS.labels(pid).set(float(limit))
 
 
 def _submit_entry(cmd: SubmitOrder, result: str, detail: str | None = None) -> repo.AuditEntry:

@@ -122,6 +122,19 @@ class FactBatch:
         parked = self.parked.pop(exec_id, None)
         return None if parked is None else (parked[2], parked[3], parked[4])
 
+    def booked_commissions(self) -> list[tuple[str, str, Decimal]]:
+        """``(portfolio_id, currency, amount)`` of every commission the batch books: with
+        its new execution, or onto an execution booked before (not those it parks)."""
+        out = [
+            (fill.order.portfolio_id, fill.commission[1], fill.commission[0])
+            for fill in self.fills.values()
+            if fill.commission is not None
+        ]
+        for exec_id, amount, currency, _ in self.commissions:
+            order = self.orders[self.booked[exec_id].client_order_id].before
+            out.append((order.portfolio_id, currency, amount))
+        return out
+
     def still_parked(self) -> list[repo.ParkedCommission]:
         """Commissions to keep parked: new ones, and those taken out for an execution
         that was not booked after all."""

@@ -40,3 +40,29 @@ CONSUMER_PENDING: Final = Gauge(
     "Messages of a durable consumer not yet delivered (its lag), sampled periodically.",
     ["consumer"],
 )
+TRADING_HALTED: Final = Gauge(
+    "ibflow_om_trading_halted",
+    "1 while a portfolio's trading is halted (kill switch or daily loss limit), else 0.",
+    ["portfolio"],
+)
+EXECUTIONS_BOOKED: Final = Counter(
+    "ibflow_om_executions_booked",
+    "Executions booked (committed; a replayed execution is not counted again).",
+    ["portfolio"],
+)
+COMMISSIONS: Final = Counter(
+    "ibflow_om_commissions",
+    "Commissions booked (committed), in their currency; rebates (negative) are not counted.",
+    ["portfolio", "currency"],
+)
+REALIZED_PNL_TODAY: Final = Gauge(
+    "ibflow_om_realized_pnl_today",
+    "IB's realized P&L (net of commissions) of a portfolio's executions since midnight in"
+    " New York, as last computed (daily loss check, submit, periodic refresh).",
+    ["portfolio"],
+)
+MAX_DAILY_LOSS: Final = Gauge(
+    "ibflow_om_max_daily_loss",
+    "A portfolio's daily loss limit (a positive amount); no sample when it has none.",
+    ["portfolio"],
+)

@@ -733,6 +733,25 @@ async def realized_pnl_since(conn: AnyConnection, portfolio_id: str, since: date
     return value
 
 
+async def portfolios_with_pnl(
+    conn: AnyConnection, since: datetime
+) -> list[tuple[Portfolio, Decimal]]:
+    """Every portfolio, by id, with :func:`realized_pnl_since` ``since``, in one statement
+    (the periodic refresh of the metrics)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_PORTFOLIO_COLUMNS},
+               (SELECT coalesce(sum(e.ib_realized_pnl), 0) FROM executions e
+                 WHERE e.portfolio_id = portfolios.id AND e.executed_at >= $1)
+                 AS realized_pnl_today
+          FROM portfolios
+         ORDER BY id
+        """,  # noqa: S608
+        since,
+    )
+    return [(_portfolio(row), row["realized_pnl_today"]) for row in rows]
+
+
 # ---------------------------------------------------------------------- executions
 # Booked a batch of the bridge's events at a time, in one transaction with a fixed
 # number of statements (the consumer's hot path).
