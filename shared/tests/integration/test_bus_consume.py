@@ -31,6 +31,7 @@ from ibflow.bus import (
     ensure_consumer,
     ensure_stream,
     publish,
+    publish_batch,
 )
 from ibflow.bus.subjects import DEAD_LETTER_STREAM, EVENTS_PREFIX, EVENTS_STREAM, dead_letter
 from ibflow.contracts.base import Event
@@ -179,6 +180,28 @@ async def test_publish_to_subject_without_stream_fails_loudly(nc: NatsClient) ->
     await ensure_stream(js, EVENTS_STREAM)  # a stream that does not capture the subject
     with pytest.raises(NoStreamError):
         await publish(js, "ibflow.elsewhere.v1.x", WidgetMade(widget="w"), timeout=2.0)
+
+
+async def test_a_batch_is_stored_in_order_and_a_message_without_stream_fails_alone(
+    js: JetStreamContext,
+) -> None:
+    events = [WidgetMade(widget=f"w{n}") for n in range(5)]
+    items = [(SUBJECT, e) for e in events[:2]]
+    items += [("ibflow.elsewhere.v1.x", WidgetMade(widget="lost"))]
+    items += [(SUBJECT, e) for e in events[2:]]
+
+    outcomes = await publish_batch(js, items, timeout=2.0)
+
+    assert isinstance(outcomes[2], NoStreamError)
+    acks = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(acks) == 5
+    assert [a.seq for a in acks] == sorted(a.seq for a in acks)
+    stored = [await js.get_msg(EVENTS_STREAM.name, seq=a.seq) for a in acks]
+    assert [(m.headers or {})["Nats-Msg-Id"] for m in stored] == [str(e.event_id) for e in events]
+
+    again = await publish_batch(js, [(SUBJECT, events[0]), (SUBJECT, events[4])], timeout=2.0)
+    assert [getattr(o, "duplicate", None) for o in again] == [True, True]
+    assert (await js.stream_info(EVENTS_STREAM.name)).state.messages == 5
 
 
 # --------------------------------------------------------------------------- consume

@@ -15,9 +15,10 @@ its contract (:mod:`~ibflow_gateway_bridge.ib.mapping`):
 
 ib_async's callbacks are synchronous, so events go through one ordered queue served by
 one task (:meth:`BrokerEventPublisher.run`): it sends what is queued (up to 64 at a time)
-in order on the one connection, awaits their PubAcks together, and retries a failed
-publish with capped backoff, never dropping one (a retried event may land after later
-ones; consumers apply facts, not deltas, so that is harmless). The ``Nats-Msg-Id`` is the
+in order on the one connection (:func:`ibflow.bus.publish_batch`: the PubAcks pipelined
+and awaited together), and retries a failed publish with capped backoff, never
+dropping one (a retried event may land after later ones; consumers apply facts, not
+deltas, so that is harmless). The ``Nats-Msg-Id`` is the
 contract's ``dedupe_key()`` (``exec:<execId>``, ``comm:<execId>``,
 ``ost:<permId>:<status>:<filled>:<remaining>[:<prices>]``): a fact replayed after a reconnect (or
 by :mod:`~ibflow_gateway_bridge.reconciliation`) is stored once inside the stream's
@@ -43,7 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
-from ibflow.bus import BusError, publish
+from ibflow.bus import BusError, publish, publish_batch
 from ibflow.bus import subjects as subj
 from ibflow.contracts.account import AccountValuesReported, BrokerPositionReported
 from ibflow.contracts.base import Envelope
@@ -262,19 +263,13 @@ class BrokerEventPublisher:
         queue order on the one connection, so JetStream stores them in that order; one
         that failed is retried alone afterwards (its ``Nats-Msg-Id`` makes that safe).
         The KV state the batch changed is written once per key at the end."""
-        results = await asyncio.gather(
-            *(
-                publish(self._js, item.subject, item.msg, timeout=self._publish_timeout)
-                for item in batch
-            ),
-            return_exceptions=True,
+        results = await publish_batch(
+            self._js, [(item.subject, item.msg) for item in batch], timeout=self._publish_timeout
         )
         changed: set[str] = set()
         for item, result in zip(batch, results, strict=True):
-            if isinstance(result, BusError | nats.errors.Error):
+            if isinstance(result, BusError):
                 await self._publish(item)
-            elif isinstance(result, BaseException):
-                raise result
             self._counters[item.kind].inc()
             changed.update(self._remember_state(item.msg))
         for key in sorted(changed):

@@ -4,6 +4,7 @@
 * :func:`provision`, :func:`ensure_stream`, :func:`ensure_consumer`: idempotent
   JetStream setup from :class:`StreamSpec` / :class:`ConsumerSpec`, drift is an error;
 * :func:`publish` / :class:`Publisher`: store an envelope, deduplicated by ``Nats-Msg-Id``;
+  :func:`publish_batch`: many, their PubAcks pipelined;
 * :class:`ConsumerRunner` over a :class:`Subscriber`: typed handlers whose outcome
   (return, :class:`Retry`, :class:`Reject`, error) decides ack, nak or dead letter;
   :class:`BatchConsumerRunner` over a :class:`BatchSubscriber`: a fetch at a time;
@@ -37,7 +38,7 @@ from ibflow.bus.errors import (
     Retry,
 )
 from ibflow.bus.provision import ProvisionResult, ensure_consumer, ensure_stream, provision
-from ibflow.bus.publisher import Publisher, publish
+from ibflow.bus.publisher import Publisher, publish, publish_batch
 from ibflow.bus.rpc import request, serve
 from ibflow.bus.specs import ConsumerSpec, StreamSpec
 
@@ -71,6 +72,7 @@ __all__ = [
     "ensure_stream",
     "provision",
     "publish",
+    "publish_batch",
     "request",
     "serve",
 ]
