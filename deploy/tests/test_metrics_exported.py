@@ -66,6 +66,9 @@ KNOWN_VALUES: dict[tuple[str, str], frozenset[str]] = {
     ),
 }
 """Label values a rule or a panel may name, from the code that sets them."""
+SCRAPED_WHEN = {"order-manager": 'ibflow_om_trading_halted{portfolio="demo"}'}
+"""What a service's page must show before it is taken: the order-manager's per-portfolio
+gauges come from its first recovery pass, shortly after ``/metrics`` answers."""
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -351,7 +354,7 @@ def scraped(
             )
         }
         for name in SERVICES:
-            pages[name] = wait_for(started[name])
+            pages[name] = wait_for(started[name], SCRAPED_WHEN.get(name))
         yield pages
     finally:
         stop(processes)
@@ -373,6 +376,20 @@ def test_every_metric_in_an_alert_or_recording_rule_is_exported_by_a_running_ser
     assert len(expressions) >= 15
     reminder = frozenset({"ibflow.yml: IbflowWeeklyGatewayLogin"})
     assert problems(expressions, scraped, clock_only=reminder) == []
+
+
+def test_the_order_manager_exports_each_portfolio_s_state_without_any_order(
+    scraped: dict[str, str],
+) -> None:
+    """The alerts on a halt and on the day's loss need their gauges from startup, not
+    only after the first order or fill of a portfolio."""
+    page = scraped["order-manager"]
+    for sample in (
+        'ibflow_om_trading_halted{portfolio="demo"} 0.0',
+        'ibflow_om_realized_pnl_today{portfolio="demo"} 0.0',
+        'ibflow_portfolio_reserved_cash{portfolio="demo"} 0.0',
+    ):
+        assert sample in page
 
 
 def test_a_metric_no_service_exports_is_reported(scraped: dict[str, str]) -> None:
