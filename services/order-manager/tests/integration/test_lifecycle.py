@@ -335,6 +335,21 @@ async def _commissions_known(stack: Stack, coid: str, count: int) -> bool:
     return bool(known == count)
 
 
+async def test_an_order_ib_rejects_on_arrival_is_rejected_and_its_cash_released(
+    stack: Stack,
+) -> None:
+    # ib_async reports IB's 201 for a new order as Cancelled; it never worked at IB
+    stack.sim.faults.reject_next(text="Connectivity between IB and the TWS has been lost.")
+    await stack.submit("rej-1", quantity=Decimal(10), limit_price=Decimal("90"))
+    await wait_for(lambda: _status_is(stack, "rej-1", "REJECTED"))
+    order = await stack.order("rej-1")
+    assert order["status_message"].startswith("201: ")
+    assert "Order rejected" in order["status_message"]
+    assert order["reserved_cash"] == 0
+    _, reserved = await stack.cash()
+    assert reserved == 0
+
+
 async def test_modify_of_a_partly_filled_order_changes_the_remainder(stack: Stack) -> None:
     await stack.submit("mod-1", quantity=Decimal(250), limit_price=Decimal("100.5"))
     await wait_for(lambda: _status_is(stack, "mod-1", "PARTIALLY_FILLED"))

@@ -311,6 +311,26 @@ def test_inactive_with_error_rejects() -> None:
     assert step.entered is S.REJECTED
 
 
+def test_a_cancelled_report_with_an_error_before_ib_took_the_order_is_a_rejection() -> None:
+    # ib_async reports IB's "201 Order rejected" for a placeOrder as Cancelled
+    step = submitted().on_broker_status("Cancelled", D(0), D(0), "201: Order rejected - 1100")
+    assert step.state.status is S.REJECTED
+    assert step.state.outcome is BrokerOutcome.REJECTED
+    assert step.state.reason == "201: Order rejected - 1100"
+
+
+def test_a_cancelled_report_with_an_error_after_ib_took_the_order_stays_cancelled() -> None:
+    working = submitted().on_broker_status("Submitted", D(0), QTY).state
+    step = working.on_broker_status("Cancelled", D(0), QTY, "201: Order rejected - halted")
+    assert step.state.status is S.CANCELLED
+
+
+def test_a_cancel_of_ours_answered_with_an_error_stays_cancelled() -> None:
+    asked = state_in(S.CANCEL_REQUESTED)
+    step = asked.on_broker_status("Cancelled", D(0), QTY, "202: Order Canceled - reason:")
+    assert step.state.status is S.CANCELLED
+
+
 def test_inactive_with_error_after_a_partial_fill_is_cancelled() -> None:
     step = state_in(S.PARTIALLY_FILLED).on_broker_status("Inactive", D(40), D(60), "201: halted")
     assert step.state.status is S.CANCELLED

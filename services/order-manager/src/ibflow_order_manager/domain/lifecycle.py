@@ -84,6 +84,9 @@ _WORKING_REPORTS = frozenset({_IB.PENDING_SUBMIT, _IB.PRE_SUBMITTED, _IB.SUBMITT
 the status waits for the executions)."""
 
 _CANCELLED_REPORTS = frozenset({_IB.API_CANCELLED, _IB.CANCELLED})
+_CANCEL_NOTICE = "202:"
+"""How the bridge's error text of IB's "Order Canceled" notice starts (``<code>: <text>``)."""
+_ACCEPTED_BY_IB = frozenset({_IB.PRE_SUBMITTED.value, _IB.SUBMITTED.value, _IB.FILLED.value})
 
 _STALE_WHEN_TERMINAL = frozenset(
     {_IB.PENDING_SUBMIT, _IB.PRE_SUBMITTED, _IB.SUBMITTED, _IB.PENDING_CANCEL}
@@ -271,7 +274,10 @@ class OrderState:
           (:attr:`awaiting_executions` shows the gap);
         * ``PendingCancel``: acknowledged and cancel requested (IB is cancelling it,
           whoever asked);
-        * ``Cancelled``/``ApiCancelled``: ``CANCELLED`` (the fills stay as booked);
+        * ``Cancelled``/``ApiCancelled``: ``CANCELLED`` (the fills stay as booked), but
+          ``REJECTED`` when it is IB refusing the order (an error other than 202, before
+          IB ever reported it working, nothing filled, no cancel of ours: ib_async
+          reports a 201 rejection as ``Cancelled``);
         * ``Inactive`` with ``error``: ``REJECTED`` (``CANCELLED`` if anything filled);
           without: acknowledged, nothing else (IB's held orders);
         * any other string: nothing changes, and :attr:`Transition.recognised` is
@@ -303,12 +309,27 @@ class OrderState:
             return self._to(**seen)
         if kind is _IB.PENDING_CANCEL:
             return self._to(cancel_requested=True, **seen)
-        if kind in _CANCELLED_REPORTS:
+        if kind in _CANCELLED_REPORTS and not self._refused_by(error, seen["broker_filled"]):
             return self._to(outcome=BrokerOutcome.CANCELLED, reason=error or self.reason, **seen)
-        # Inactive with an error: IB refused the order (or stopped what was left of it).
+        # Inactive with an error, or a refusal reported as Cancelled: IB refused the
+        # order (or stopped what was left of it).
         traded = self.filled_quantity > 0 or seen["broker_filled"] > 0
         outcome = BrokerOutcome.CANCELLED if traded else BrokerOutcome.REJECTED
         return self._to(outcome=outcome, reason=error, **seen)
+
+    def _refused_by(self, error: str | None, broker_filled: Decimal) -> bool:
+        """Whether a ``Cancelled`` report is IB refusing the order: with an error other
+        than IB's cancellation notice (202), before IB ever reported it working (no
+        ``PreSubmitted``/``Submitted``), nothing filled and no cancel of ours. ib_async
+        turns a rejection (error 201 and the like) into ``Cancelled``."""
+        return (
+            error is not None
+            and not error.startswith(_CANCEL_NOTICE)
+            and not self.cancel_requested
+            and self.ib_status not in _ACCEPTED_BY_IB
+            and self.filled_quantity == 0
+            and broker_filled == 0
+        )
 
     def on_execution(self, shares: Decimal, price: Decimal) -> Transition:
         """Book one execution of ``shares`` at ``price`` (already de-duplicated by execId).
