@@ -13,7 +13,10 @@ for changes made by hand in SQL) the fleet re-reads the table and:
 
 Portfolios whose settings did not change are left alone: a money-only
 ``PortfolioChanged`` (the usual kind, after a fill) costs one query and nothing else.
-Reloads triggered in a burst are coalesced into one. A failed reload (database
+Reloads triggered in a burst are coalesced into one, and event-triggered reloads are at
+least ``reload_min_gap`` (0.5 s) apart: ``PortfolioChanged`` comes after every fill, so
+without the gap a steady flow of fills meant one query per fill; a settings change
+still takes effect within that gap. A failed reload (database
 unreachable) keeps the running workers and is retried at the next trigger.
 """
 
@@ -71,12 +74,14 @@ class PortfolioFleet:
         retire: Callable[[PortfolioConfig], Awaitable[None]],
         *,
         reload_interval: float = 60.0,
+        reload_min_gap: float = 0.5,
     ) -> None:
         self._nc = nc
         self._load = load
         self._build = build
         self._retire = retire
         self._reload_interval = reload_interval
+        self._reload_min_gap = reload_min_gap
         self._running: dict[str, _Running] = {}
         self._wanted = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -122,6 +127,9 @@ class PortfolioFleet:
                 break
             self._wanted.clear()
             await self.reload()
+            # requests arriving during the gap are served by one reload after it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._reload_min_gap)
 
     async def reload(self) -> None:
         """Bring the running portfolios in line with the table (see the module docstring)."""

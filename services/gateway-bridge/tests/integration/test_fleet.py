@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -121,3 +122,29 @@ async def test_renamed_portfolio_keeps_its_connection(nc: NatsClient) -> None:
     assert len(table.built) == 2
     assert table.built[0].stopped.is_set()
     await fleet.stop()
+
+
+async def test_a_flow_of_portfolio_changed_events_reloads_at_most_once_per_gap(
+    nc: NatsClient,
+) -> None:
+    config = portfolio_config("f6", 4002, client_id=6)
+    table = Table(config)
+    fleet = PortfolioFleet(
+        nc, table.load, table.build, table.retire, reload_interval=30, reload_min_gap=0.5
+    )
+    await fleet.start(await table.load())
+    running = asyncio.create_task(fleet.run())
+    started = time.monotonic()
+    for _ in range(40):  # a fill every 25 ms for a second, each followed by its event
+        await nc.publish(portfolio_changed("f6"), b"{}")
+        await asyncio.sleep(0.025)
+    await asyncio.sleep(0.2)
+    elapsed = time.monotonic() - started
+
+    assert 1 <= fleet.reloads <= 1 + elapsed / 0.5  # not one per event
+
+    table.rows["f6"] = dataclasses.replace(config, client_id=66)  # a settings change
+    await nc.publish(portfolio_changed("f6"), b"{}")
+    await wait_until(lambda: len(table.built) == 2, within=2.0)
+    await fleet.stop()
+    await running
