@@ -16,7 +16,8 @@ from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide, O
 from ibflow.db import apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
-from ibflow_order_manager.broker import BrokerClient
+
+from .conftest import seed_working_order
 
 pytestmark = pytest.mark.integration
 
@@ -27,33 +28,8 @@ START_CASH = Decimal(100_000)
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
     await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
     async with await create_pool(database_url) as pool:
-        await pool.execute(
-            "INSERT INTO portfolios (id, name, broker_port, client_id, account, cash)"
-            " VALUES ('p', 'p', 4002, 7, 'DU1', $1)",
-            START_CASH,
-        )
-        await pool.execute(
-            "INSERT INTO instruments (symbol, currency, primary_exchange)"
-            " VALUES ('AAPL', 'USD', 'NASDAQ')"
-        )
-        await pool.execute(
-            """
-            INSERT INTO orders (client_order_id, portfolio_id, symbol, side, order_type,
-                                quantity, limit_price, tif, currency, purpose, requested_by,
-                                status, acknowledged, submitted_at, ib_order_id, perm_id)
-            VALUES ('o1', 'p', 'AAPL', 'BUY', 'LMT', 100, 100, 'DAY', 'USD', 'manual',
-                    'user:test', 'SUBMITTED', true, now(), 1, 1001)
-            """
-        )
+        await seed_working_order(pool, "p", START_CASH)
         yield pool
-
-
-@pytest.fixture
-async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
-    # No command reaches the broker in these tests: facts only.
-    book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda: None)
-    yield book
-    await book.statistics.close()
 
 
 def execution(exec_id: str, shares: int, cum: int, price: str = "100") -> ExecutionReported:

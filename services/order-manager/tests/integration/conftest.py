@@ -1,0 +1,47 @@
+"""Set-up shared by the integration tests that drive :class:`OrderBook` directly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ibflow_order_manager.book import OrderBook
+from ibflow_order_manager.broker import BrokerClient
+
+
+async def seed_working_order(pool: asyncpg.Pool[Any], portfolio_id: str, cash: Decimal) -> None:
+    """Portfolio ``portfolio_id`` with ``cash``, instrument AAPL, and order ``o1`` working
+    at IB: BUY 100 AAPL LMT 100, ``SUBMITTED``, IB order id 1, permId 1001."""
+    await pool.execute(
+        "INSERT INTO portfolios (id, name, broker_port, client_id, account, cash)"
+        " VALUES ($1, $1, 4002, 7, 'DU1', $2)",
+        portfolio_id,
+        cash,
+    )
+    await pool.execute(
+        "INSERT INTO instruments (symbol, currency, primary_exchange)"
+        " VALUES ('AAPL', 'USD', 'NASDAQ')"
+    )
+    await pool.execute(
+        """
+        INSERT INTO orders (client_order_id, portfolio_id, symbol, side, order_type,
+                            quantity, limit_price, tif, currency, purpose, requested_by,
+                            status, acknowledged, submitted_at, ib_order_id, perm_id)
+        VALUES ('o1', $1, 'AAPL', 'BUY', 'LMT', 100, 100, 'DAY', 'USD', 'manual',
+                'user:test', 'SUBMITTED', true, now(), 1, 1001)
+        """,
+        portfolio_id,
+    )
+
+
+@pytest.fixture
+async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
+    """An order book on the test module's ``pool`` whose broker is never reached (facts,
+    halts, and submits refused before IB only)."""
+    book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda: None)
+    yield book
+    await book.statistics.close()
