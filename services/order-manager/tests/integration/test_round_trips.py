@@ -63,7 +63,10 @@ async def pool(database_url: str, statements: Statements) -> AsyncIterator[async
     async def count(conn: asyncpg.Connection[Any]) -> None:
         conn.add_query_logger(statements.log)
 
-    async with await create_pool(database_url, init=count) as pool:
+    # one connection: statements are prepared (and their types introspected) once per
+    # connection, so a second one opened by a background read during the warm-up would
+    # add its own preparation to a counted batch
+    async with await create_pool(database_url, init=count, min_size=1, max_size=1) as pool:
         await pool.execute(
             "INSERT INTO portfolios (id, name, broker_port, client_id, account, cash)"
             " VALUES ('p', 'p', 4002, 7, 'DU1', 100000)"
