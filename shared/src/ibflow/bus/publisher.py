@@ -85,22 +85,12 @@ async def publish(
     hdrs = message_headers(msg, msg_id=msg_id, headers=headers)
     try:
         ack = await js.publish(subject, msg.to_json(), timeout=timeout, headers=hdrs)
-    except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
-        raise NoStreamError(subject) from None
     except nats.errors.TimeoutError as exc:
-        raise PublishError(
-            f"no PubAck for {subject!r} within {timeout:g}s (Nats-Msg-Id {hdrs[MSG_ID_HEADER]})"
-        ) from exc
-    except nats.js.errors.APIError as exc:
-        raise PublishError(
-            f"JetStream refused {subject!r}: {exc.description} (err_code {exc.err_code})"
-        ) from exc
+        raise _no_puback(subject, timeout, hdrs) from exc
     except nats.errors.Error as exc:
-        raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from exc
-    _published(subject).inc()
-    if ack.duplicate:
-        PUBLISH_DUPLICATES.inc()
-    return ack
+        error = _publish_error(subject, exc)
+        raise error from (None if isinstance(error, NoStreamError) else exc)
+    return _counted(subject, ack)
 
 
 async def publish_batch(
@@ -142,24 +132,29 @@ async def publish_batch(
         future = pending
         if not future.done():
             future.cancel()
-            outcomes.append(
-                PublishError(
-                    f"no PubAck for {subject!r} within {timeout:g}s"
-                    f" (Nats-Msg-Id {hdrs[MSG_ID_HEADER]})"
-                )
-            )
+            outcomes.append(_no_puback(subject, timeout, hdrs))
         elif (error := future.exception()) is not None:
             outcomes.append(_publish_error(subject, error))
         else:
-            ack = future.result()
-            _published(subject).inc()
-            if ack.duplicate:
-                PUBLISH_DUPLICATES.inc()
-            outcomes.append(ack)
+            outcomes.append(_counted(subject, future.result()))
     return outcomes
 
 
+def _counted(subject: str, ack: PubAck) -> PubAck:
+    _published(subject).inc()
+    if ack.duplicate:
+        PUBLISH_DUPLICATES.inc()
+    return ack
+
+
+def _no_puback(subject: str, timeout: float, hdrs: Mapping[str, str]) -> PublishError:
+    return PublishError(
+        f"no PubAck for {subject!r} within {timeout:g}s (Nats-Msg-Id {hdrs[MSG_ID_HEADER]})"
+    )
+
+
 def _publish_error(subject: str, exc: BaseException) -> BusError:
+    """What :func:`publish` raises for a nats-py error other than a timeout."""
     if isinstance(exc, nats.js.errors.NoStreamResponseError | nats.errors.NoRespondersError):
         return NoStreamError(subject)
     if isinstance(exc, nats.js.errors.APIError):
