@@ -269,7 +269,9 @@ class PositionBook:
         coid = msg.client_order_id
         try:
             if msg.status.is_terminal:
-                transition = state.exit_ended(coid, broker_filled=msg.filled_quantity)
+                transition = state.exit_ended(
+                    coid, broker_filled=msg.filled_quantity, reason=msg.exit_reason
+                )
             else:
                 transition = state.submit_exit(coid, msg.exit_reason or ExitReason.MANUAL)
         except IllegalTransition as exc:

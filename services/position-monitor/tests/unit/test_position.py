@@ -421,6 +421,21 @@ def test_end_of_an_exit_never_recorded_counts_as_an_attempt() -> None:
     assert not state.submit_exit(EXIT1, ExitReason.STOP).state.exit_working
 
 
+def test_an_exit_first_known_from_its_end_keeps_the_reason_the_order_carries() -> None:
+    # sent, but its record did not commit: the order-manager's terminal update names it
+    state = opened().exit_ended(EXIT1, broker_filled=D(100), reason=ExitReason.STOP).state
+    state = fill(state, "x1", "100", "9.50", coid=EXIT1)
+    assert (state.status, state.exit_reason) == (S.CLOSED, ExitReason.STOP)
+
+
+def test_an_exit_first_known_from_its_fills_gets_its_reason_when_it_ends() -> None:
+    closed = fill(opened(), "x1", "100", "9.50", coid=EXIT1)
+    assert closed.exit_reason is None
+    step = closed.exit_ended(EXIT1, broker_filled=D(100), reason=ExitReason.STOP)
+    assert (step.state.status, step.state.exit_reason) == (S.CLOSED, ExitReason.STOP)
+    assert not step.state.exit_ended(EXIT1, broker_filled=D(100), reason=ExitReason.TARGET).changed
+
+
 def test_late_entry_fill_after_close_reopens_the_position() -> None:
     state = fill(new(), "e1", "60", "10.00").submit_exit(EXIT1, ExitReason.STOP).state
     state = fill(state, "x1", "60", "9.50", coid=EXIT1)

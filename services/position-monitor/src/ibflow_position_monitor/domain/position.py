@@ -736,7 +736,13 @@ class PositionState:
             exit_broker_filled=_ZERO,
         )
 
-    def exit_ended(self, client_order_id: str, *, broker_filled: Decimal = _ZERO) -> Transition:
+    def exit_ended(
+        self,
+        client_order_id: str,
+        *,
+        broker_filled: Decimal = _ZERO,
+        reason: ExitReason | None = None,
+    ) -> Transition:
         """The exit order ``client_order_id`` is terminal at the broker (cancelled,
         rejected, or filled), IB reporting ``broker_filled`` shares filled.
 
@@ -744,7 +750,9 @@ class PositionState:
         left (so the monitor may retry with :attr:`next_exit_client_order_id`), after
         waiting ``CLOSING`` for fills IB reported but we have not booked. An earlier
         exit's end changes nothing (its late fills still book). An exit we never
-        recorded is recorded as ended, unless another exit works. Repeats change nothing.
+        recorded is recorded as ended, with ``reason`` (the order's own, when the caller
+        knows it), unless another exit works; a missing reason of the current exit is
+        filled in from ``reason``, as :meth:`submit_exit` does. Repeats change nothing.
         """
         _non_negative(broker_filled, "broker_filled")
         _require(
@@ -757,15 +765,20 @@ class PositionState:
                 return self._same()
             return self._to(
                 exit_client_order_ids=(*self.exit_client_order_ids, client_order_id),
-                exit_reason=None,
+                exit_reason=reason,
                 exit_broker_filled=broker_filled,
             )
         if client_order_id != current:
             return self._same()
         filled = broker_filled if self.exit_working else max(self.exit_broker_filled, broker_filled)
-        if not self.exit_working and filled == self.exit_broker_filled:
+        named = self.exit_reason or reason
+        if (
+            not self.exit_working
+            and filled == self.exit_broker_filled
+            and named == self.exit_reason
+        ):
             return self._same()
-        return self._to(exit_working=False, exit_broker_filled=filled)
+        return self._to(exit_working=False, exit_broker_filled=filled, exit_reason=named)
 
     def set_levels(self, stop_loss: Decimal | None, take_profit: Decimal | None) -> Transition:
         """Replace the stop and the target (``None`` removes one).
