@@ -21,10 +21,12 @@ from ibflow.contracts.base import Event
 from ibflow.db import (
     OutboxError,
     OutboxRelay,
+    StagedRow,
     apply_migrations,
     create_pool,
     enqueue,
     enqueue_many,
+    outbox,
     transaction,
 )
 from ibflow.db.outbox import _TAKE
@@ -344,6 +346,116 @@ async def test_exclusive_relays_keep_id_order_across_replicas(
     assert [Probe.from_json(data).seq for _, _, data in await stored(js)] == list(range(total))
 
 
+async def stage(pool: Pool, messages: list[tuple[str, Probe]]) -> list[StagedRow]:
+    """Commit ``messages`` as rows for handing over; the rows, not handed to anyone yet."""
+    staged: list[StagedRow] = []
+    async with transaction(pool) as conn:
+        assert await enqueue_many(conn, messages, staged=staged) == len(messages)
+    return staged
+
+
+async def test_handed_over_rows_are_published_without_a_poll_and_deleted_later_together(
+    pool: Pool, js: JetStreamContext, start_relay: Callable[..., Awaitable[OutboxRelay]]
+) -> None:
+    # No poll after the first one (at start, on an empty table): only the hand-over can
+    # explain a publish; a long delete delay shows the rows are deleted afterwards.
+    relay = await start_relay(js, poll_interval=60.0, delete_delay=2.0)
+    await asyncio.sleep(0.1)
+    events = [(SUBJECT, Probe(seq=1)), (OTHER_SUBJECT, Probe(seq=2)), (SUBJECT, Probe(seq=3))]
+    staged = await stage(pool, events)
+    assert [row.id for row in staged] == await outbox_ids(pool)  # in the order given
+    assert staged[0].headers[MSG_ID_HEADER] == events[0][1].msg_id()
+    assert staged[0].headers[TYPE_HEADER] == "Probe"
+
+    relay.notify(staged)
+    await wait_for_value(lambda: stream_count(js), 3, within=2.0)
+    assert [(s, i) for s, i, _ in await stored(js)] == [(s, e.msg_id()) for s, e in events]
+    assert await outbox_ids(pool) == [row.id for row in staged]  # published, not yet deleted
+    assert relay.published == 0
+
+    await wait_for_value(lambda: outbox_ids(pool), [], within=5.0)
+    assert relay.published == 3
+    assert await stream_count(js) == 3
+
+
+async def test_committed_rows_never_handed_over_are_polled_after_the_grace(
+    pool: Pool,
+    js: JetStreamContext,
+    start_relay: Callable[..., Awaitable[OutboxRelay]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The producer commits and dies before handing its rows over. Another replica's
+    # relay polls often, but leaves them alone until the grace is over (it would
+    # otherwise publish them while their own relay does), then publishes them once.
+    monkeypatch.setattr(outbox, "HANDOVER_GRACE", 1.0)
+    other = await start_relay(js, poll_interval=0.05, delete_delay=0.0)
+    events = [(SUBJECT, Probe(seq=i)) for i in range(3)]
+    started = time.monotonic()
+    await stage(pool, events)
+    await asyncio.sleep(0.5)
+    assert await stream_count(js) == 0
+
+    await wait_for_value(lambda: outbox_ids(pool), [], within=5.0)
+    assert time.monotonic() - started >= 1.0
+    assert other.published == 3
+    assert [(s, i) for s, i, _ in await stored(js)] == [(s, e.msg_id()) for s, e in events]
+
+
+async def test_handed_over_row_whose_publish_fails_is_retried_by_the_poll(
+    pool: Pool,
+    js: JetStreamContext,
+    start_relay: Callable[..., Awaitable[OutboxRelay]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures_before = metric("ibflow_outbox_publish_failures_total", subject_root=UNCAPTURED)
+    relay = await start_relay(js, poll_interval=60.0, retry_initial=0.05, retry_max=0.2)
+    lost = Probe(seq=1)
+    staged = await stage(pool, [(UNCAPTURED, lost), (SUBJECT, Probe(seq=2))])
+    relay.notify(staged)
+
+    # The captured one goes out; the other fails, is made pollable at once (not after
+    # the 10 s grace) and retried by the poll with its backoff.
+    await wait_for_value(lambda: stream_count(js), 1)
+
+    async def retried_three_times() -> bool:
+        failures = metric("ibflow_outbox_publish_failures_total", subject_root=UNCAPTURED)
+        return failures >= failures_before + 3
+
+    await wait_for_value(retried_three_times, True, within=3.0)
+    assert "handed-over message(s) not published" in caplog.text
+    await js.add_stream(name="OUTBOX_LATE", subjects=["outbox.none.>"])
+    await wait_for_value(lambda: outbox_ids(pool), [], within=5.0)
+    assert [(s, i) for s, i, _ in await stored(js, "OUTBOX_LATE")] == [(UNCAPTURED, lost.msg_id())]
+    assert relay.published == 2
+
+
+async def test_stop_publishes_what_was_handed_over_and_deletes_it(
+    pool: Pool, js: JetStreamContext
+) -> None:
+    relay = OutboxRelay(pool, js, poll_interval=60.0, delete_delay=5.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.1)
+    staged = await stage(pool, [(SUBJECT, Probe(seq=i)) for i in range(4)])
+    relay.notify(staged)
+    await asyncio.wait_for(relay.stop(), 5)  # well before the delete delay
+    await task
+    assert await stream_count(js) == 4
+    assert await outbox_ids(pool) == []
+    assert relay.published == 4
+
+
+async def test_exclusive_relay_takes_handed_over_rows_in_its_turn(
+    pool: Pool, js: JetStreamContext, start_relay: Callable[..., Awaitable[OutboxRelay]]
+) -> None:
+    async with transaction(pool) as conn:
+        await enqueue(conn, SUBJECT, Probe(seq=0))  # an older row, not handed over
+    relay = await start_relay(js, poll_interval=60.0, exclusive=True)
+    staged = await stage(pool, [(SUBJECT, Probe(seq=1)), (SUBJECT, Probe(seq=2))])
+    relay.notify(staged)
+    await wait_for_value(lambda: outbox_ids(pool), [], within=5.0)
+    assert [Probe.from_json(data).seq for _, _, data in await stored(js)] == [0, 1, 2]
+
+
 async def test_stop_before_run_returns_at_once_and_relay_runs_once(
     pool: Pool, js: JetStreamContext
 ) -> None:
@@ -355,6 +467,8 @@ async def test_stop_before_run_returns_at_once_and_relay_runs_once(
         await relay.run()
     with pytest.raises(ValueError, match="batch_size"):
         OutboxRelay(pool, js, batch_size=0)
+    with pytest.raises(ValueError, match="delete_delay"):
+        OutboxRelay(pool, js, delete_delay=outbox.HANDOVER_GRACE)
 
 
 async def test_missing_table_is_reported(database_url: str, js: JetStreamContext) -> None:

@@ -75,9 +75,14 @@ def test_missing_directory_is_refused(tmp_path: Path) -> None:
 
 def test_discover_reads_the_shipped_ibflow_db_migrations() -> None:
     shipped = discover("ibflow.db")
-    assert [m.name for m in shipped] == ["0001_inbox.sql", "0002_outbox.sql"]
+    assert [m.name for m in shipped] == [
+        "0001_inbox.sql",
+        "0002_outbox.sql",
+        "0003_outbox_relay_after.sql",
+    ]
     assert "CREATE TABLE ibflow_inbox" in shipped[0].sql
     assert "CREATE TABLE ibflow_outbox" in shipped[1].sql
+    assert "ADD COLUMN relay_after" in shipped[2].sql
     for migration in shipped:
         source = Path(ibflow.db.__file__).parent / "migrations" / migration.name
         assert migration.checksum == hashlib.sha256(source.read_bytes()).hexdigest()

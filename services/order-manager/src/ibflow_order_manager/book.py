@@ -62,7 +62,7 @@ from ibflow.contracts import (
 )
 from ibflow.contracts.base import Envelope, utc_now
 from ibflow.contracts.orders import OrderIntent, OrderTerms
-from ibflow.db.outbox import enqueue_many
+from ibflow.db.outbox import StagedRow, enqueue_many
 from ibflow.db.pool import AnyConnection
 from ibflow_order_manager import repository as repo
 from ibflow_order_manager.broker import BrokerAnswer, BrokerClient, Outcome
@@ -128,11 +128,20 @@ def _refused(code: str, message: str) -> RemoteError:
     return RemoteError(code, message)
 
 
+class Notify(Protocol):
+    """Wakes the outbox relay after a commit that enqueued events; given the rows the
+    transaction staged, hands them over to be published without a read back
+    (:meth:`ibflow.db.OutboxRelay.notify`)."""
+
+    def __call__(self, staged: Sequence[StagedRow] = (), /) -> None: ...
+
+
 class OrderBook:
     """Our orders and money (see the module docstring).
 
     ``notify`` is called after every commit that enqueued events (it wakes the outbox
-    relay). ``prices`` values orders without a limit price when the command gives no
+    relay; the hot paths, a submit and a batch of facts, hand it their rows).
+    ``prices`` values orders without a limit price when the command gives no
     ``reference_price``.
     """
 
@@ -140,7 +149,7 @@ class OrderBook:
         self,
         pool: asyncpg.Pool[Any],
         broker: BrokerClient,
-        notify: Callable[[], None],
+        notify: Notify,
         *,
         prices: PriceSource | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -166,13 +175,14 @@ class OrderBook:
         Raises :class:`RemoteError` naming the field or rule of a refusal.
         """
         reference = await self._reference_price(cmd)
+        staged: list[StagedRow] = []
         async with self._pool.acquire() as conn:
-            outcome = await self._record(conn, cmd, reference)
+            outcome = await self._record(conn, cmd, reference, staged)
         if isinstance(outcome, RemoteError):
             raise outcome
         if isinstance(outcome, CommandAccepted):
             return outcome
-        self._notify()
+        self._notify(staged)
         return await self._send(cmd, outcome)
 
     async def _reference_price(self, cmd: SubmitOrder) -> Decimal | None:
@@ -202,9 +212,14 @@ class OrderBook:
         )
 
     async def _record(
-        self, conn: AnyConnection, cmd: SubmitOrder, reference: Decimal | None
+        self,
+        conn: AnyConnection,
+        cmd: SubmitOrder,
+        reference: Decimal | None,
+        staged: list[StagedRow],
     ) -> repo.Order | RemoteError | CommandAccepted:
-        """The first transaction: checks and the ``PENDING`` row, or the refusal audited."""
+        """The first transaction: checks and the ``PENDING`` row (its events ``staged``
+        for the relay), or the refusal audited."""
         refusal: RemoteError | None = None
         async with conn.transaction():
             portfolio = await repo.get_portfolio(conn, cmd.portfolio_id, lock=True)
@@ -254,7 +269,7 @@ class OrderBook:
                     reference_price=reference,
                     audit=_submit_entry(cmd, "accepted"),
                 )
-                await self._publish(conn, [order], portfolio, cmd)
+                await self._publish(conn, [order], portfolio, cmd, staged=staged)
                 return order
         self._notify()
         return refusal
@@ -493,6 +508,7 @@ class OrderBook:
             for e in events
             if not isinstance(e, CommissionReported) and e.client_order_id
         }
+        staged: list[StagedRow] = []
         async with self._pool.acquire() as conn, conn.transaction():
             locked = await repo.lock_facts(conn, exec_ids, charged, sorted(coids))
             batch = FactBatch(locked.booked, locked.parked)
@@ -505,7 +521,7 @@ class OrderBook:
                     await self._fact_execution(conn, batch, event)
                 else:
                     self._fact_commission(batch, event)
-            changed, daily = await self._write_facts(conn, batch)
+            changed, daily = await self._write_facts(conn, batch, staged)
         _count_booked(batch, daily)
         if batch.fills:
             self.statistics.booked(len(batch.fills))
@@ -513,7 +529,7 @@ class OrderBook:
         for ts_init in batch.fill_times:
             FILL_TO_COMMIT.observe(max((now - ts_init).total_seconds(), 0.0))
         if changed:
-            self._notify()
+            self._notify(staged)
 
     async def _fact_order(
         self,
@@ -623,9 +639,10 @@ class OrderBook:
         )
 
     async def _write_facts(
-        self, conn: AnyConnection, batch: FactBatch
+        self, conn: AnyConnection, batch: FactBatch, staged: list[StagedRow]
     ) -> tuple[bool, dict[str, tuple[Decimal, bool]]]:
-        """Write what ``batch`` gathered (one statement, then the outbox rows): whether
+        """Write what ``batch`` gathered (one statement, then the outbox rows, ``staged``
+        for the relay): whether
         anything changed, and the daily loss checks it ran (portfolio → today's realized
         P&L, whether it halted the portfolio)."""
         parks = batch.still_parked()
@@ -670,11 +687,11 @@ class OrderBook:
             messages.append(
                 (subjects.portfolio_changed(portfolio.id), self._portfolio_event(portfolio, None))
             )
-        await enqueue_many(conn, messages)
+        await enqueue_many(conn, messages, staged=staged)
         daily: dict[str, tuple[Decimal, bool]] = {}
         for portfolio in moved:
             if cash.get(portfolio.id, Decimal(0)) != 0:
-                checked = await self._check_daily_loss(conn, portfolio)
+                checked = await self._check_daily_loss(conn, portfolio, staged)
                 if checked is not None:
                     daily[portfolio.id] = checked
         return True, daily
@@ -890,11 +907,14 @@ class OrderBook:
         return saved
 
     async def _check_daily_loss(
-        self, conn: AnyConnection, portfolio: repo.Portfolio
+        self,
+        conn: AnyConnection,
+        portfolio: repo.Portfolio,
+        staged: list[StagedRow] | None = None,
     ) -> tuple[Decimal, bool] | None:
         """Halt the portfolio if today's realized P&L crossed its daily loss limit:
         ``(that P&L, whether this halted it)``, or ``None`` when not checked (no limit,
-        or already halted)."""
+        or already halted). ``TradingHalted`` is ``staged`` with the caller's events."""
         limit = portfolio.limits.max_daily_loss
         if portfolio.halted or limit is None:
             return None
@@ -908,7 +928,9 @@ class OrderBook:
             halted = TradingHalted(
                 portfolio_id=portfolio.id, reason=reason, requested_by="order-manager"
             )
-            await enqueue_many(conn, [(subjects.trading_halted(portfolio.id), halted)])
+            await enqueue_many(
+                conn, [(subjects.trading_halted(portfolio.id), halted)], staged=staged
+            )
         return pnl, bool(changed)
 
     async def _publish(
@@ -919,6 +941,7 @@ class OrderBook:
         cause: Envelope | None,
         *,
         extra: list[tuple[str, Envelope]] | None = None,
+        staged: list[StagedRow] | None = None,
     ) -> None:
         envelope = cause.caused() if cause is not None else {}
         messages: list[tuple[str, Envelope]] = [
@@ -928,7 +951,7 @@ class OrderBook:
         messages.append(
             (subjects.portfolio_changed(portfolio.id), self._portfolio_event(portfolio, cause))
         )
-        await enqueue_many(conn, messages)
+        await enqueue_many(conn, messages, staged=staged)
 
     def _portfolio_event(
         self, portfolio: repo.Portfolio, cause: Envelope | None

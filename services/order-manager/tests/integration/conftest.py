@@ -42,6 +42,6 @@ async def seed_working_order(pool: asyncpg.Pool[Any], portfolio_id: str, cash: D
 async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
     """An order book on the test module's ``pool`` whose broker is never reached (facts,
     halts, and submits refused before IB only)."""
-    book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda: None)
+    book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda *_: None)
     yield book
     await book.statistics.close()

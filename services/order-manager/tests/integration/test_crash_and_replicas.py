@@ -796,7 +796,7 @@ async def test_a_commission_handled_while_its_execution_is_being_booked_is_not_l
         )
         async with pool.acquire() as conn:
             await insert_order(conn, sell, reserved_cash=Decimal(0), reference_price=None)
-        book = OrderBook(pool, BrokerClient(nc), lambda: None)
+        book = OrderBook(pool, BrokerClient(nc), lambda *_: None)
         now = dt.datetime.now(dt.UTC)
         execution = ExecutionReported(
             portfolio_id=PORTFOLIO,

@@ -29,7 +29,7 @@ from ibflow.contracts import (
     PlaceBrokerOrder,
     SubmitOrder,
 )
-from ibflow.db import apply_migrations
+from ibflow.db import StagedRow, apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerAnswer, BrokerClient
@@ -79,8 +79,14 @@ async def pool(database_url: str, statements: Statements) -> AsyncIterator[async
 
 
 @pytest.fixture
+def handed() -> list[StagedRow]:
+    """The outbox rows the book handed to its relay (``notify``), in order."""
+    return []
+
+
+@pytest.fixture
 async def book(
-    pool: asyncpg.Pool[Any], nc: NatsClient, statements: Statements
+    pool: asyncpg.Pool[Any], nc: NatsClient, statements: Statements, handed: list[StagedRow]
 ) -> AsyncIterator[OrderBook]:
     async def bridge(cmd: PlaceBrokerOrder) -> CommandAccepted:
         return CommandAccepted.of(cmd, detail="placed")
@@ -91,7 +97,11 @@ async def book(
             return await super().place(cmd)
 
     sub = await serve(nc, subjects.place_broker_order("p"), PlaceBrokerOrder, bridge)
-    book = OrderBook(pool, CountingBroker(nc), lambda: None)
+
+    def notify(staged: Sequence[StagedRow] = ()) -> None:
+        handed.extend(staged)
+
+    book = OrderBook(pool, CountingBroker(nc), notify)
     yield book
     await book.statistics.close()
     await sub.unsubscribe()
@@ -112,10 +122,12 @@ def buy(coid: str) -> SubmitOrder:
 
 
 async def test_accepted_submit_reaches_the_bridge_after_at_most_6_statements(
-    pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements
+    pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements, handed: list[StagedRow]
 ) -> None:
     # the first submit prepares the statements and introspects the types: not counted
     await book.submit(buy("warm-up"))
+    outbox = await pool.fetchval("SELECT max(id) FROM ibflow_outbox")
+    handed.clear()
     before = len(statements.sent)
     accepted = await book.submit(buy("counted"))
     assert not accepted.duplicate
@@ -133,6 +145,15 @@ async def test_accepted_submit_reaches_the_bridge_after_at_most_6_statements(
         "SELECT count(*) FROM audit_log WHERE client_order_id = 'counted' AND result = 'accepted'"
     )
     assert audited == 1
+    # its events were handed to the relay (published without reading them back)
+    rows = await pool.fetch(
+        "SELECT id, subject FROM ibflow_outbox WHERE id > $1 ORDER BY id", outbox
+    )
+    assert [(r.id, r.subject) for r in handed[:2]] == [(r["id"], r["subject"]) for r in rows[:2]]
+    assert [r.subject for r in handed[:2]] == [
+        subjects.order_updated("p"),
+        subjects.portfolio_changed("p"),
+    ]
 
 
 # ---------------------------------------------------------------------- broker facts
@@ -209,7 +230,7 @@ async def counted(
 
 
 async def test_facts_are_booked_in_at_most_5_statements_a_batch(
-    pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements
+    pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements, handed: list[StagedRow]
 ) -> None:
     # the first batches prepare the statements, introspect the types and read the
     # multiplier, and the statistics keeper reads its first row estimate in the
@@ -222,6 +243,7 @@ async def test_facts_are_booked_in_at_most_5_statements_a_batch(
     await known_order(pool, "o1")
     cash = await pool.fetchval("SELECT cash FROM portfolios WHERE id = 'p'")
     outbox = await pool.fetchval("SELECT count(*) FROM ibflow_outbox")
+    handed.clear()
 
     # (a) one execution of a known order
     sent = await counted(book, statements, [execution("o1", "e1", 20)])
@@ -260,3 +282,6 @@ async def test_facts_are_booked_in_at_most_5_statements_a_batch(
     assert portfolio is not None
     assert portfolio["cash"] == cash - Decimal("4000.70")
     assert await pool.fetchval("SELECT count(*) FROM ibflow_outbox") == outbox + 6
+    # and all six were handed to the relay after their commits, in order
+    rows = await pool.fetch("SELECT id FROM ibflow_outbox ORDER BY id DESC LIMIT 6")
+    assert [r.id for r in handed] == sorted(r["id"] for r in rows)

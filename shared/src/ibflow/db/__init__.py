@@ -7,8 +7,9 @@
   (CLI: ``python -m ibflow.db.migrations``);
 * :func:`claim`, :func:`inbox_transaction`, :func:`prune_inbox`: exactly-once effects
   for messages delivered at least once (tables from the ``ibflow.db`` migrations);
-* :func:`enqueue`, :func:`enqueue_many`, :class:`OutboxRelay`: the transactional outbox,
-  messages committed with the writes they announce, then published to JetStream.
+* :func:`enqueue`, :func:`enqueue_many`, :class:`OutboxRelay`, :class:`StagedRow`: the
+  transactional outbox, messages committed with the writes they announce, then
+  published to JetStream (handed over to the relay in memory on the hot path).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ibflow.db.errors import DbError, InboxError, MigrationChecksumError, MigrationError
 from ibflow.db.inbox import claim, inbox_transaction, prune_inbox
-from ibflow.db.outbox import OutboxError, OutboxRelay, enqueue, enqueue_many
+from ibflow.db.outbox import OutboxError, OutboxRelay, StagedRow, enqueue, enqueue_many
 from ibflow.db.pool import (
     AnyConnection,
     IsolationLevel,
@@ -51,6 +52,7 @@ __all__ = [
     "MigrationError",
     "OutboxError",
     "OutboxRelay",
+    "StagedRow",
     "apply_migrations",
     "claim",
     "create_pool",

@@ -35,6 +35,22 @@ connection with its own reconnect logic, for a gain (sub-second cross-replica
 latency) that the poll already bounds. Call ``notify()`` *after* the commit: before
 it, the relay may look before the row is visible and the message waits for the poll.
 
+**Handing committed rows over (no read back).** A producer on the hot path can save
+the relay's read: ``enqueue_many(conn, messages, staged=rows)`` inserts the rows with
+``relay_after`` = now + :data:`HANDOVER_GRACE` and appends them (id, subject, payload,
+headers) to ``rows``; after the commit, ``relay.notify(rows)`` publishes them from
+memory at once. The relay deletes what JetStream acknowledged in one ``DELETE`` for
+everything it published in the last ``delete_delay`` seconds (instead of a transaction
+per batch: take, publish, delete, commit). Every relay's poll leaves such a row alone
+until its ``relay_after``, so another replica does not publish it at the same time;
+if the process dies before its relay published or deleted it, the next poll (of any
+replica) publishes it after the grace, with the same ``Nats-Msg-Id`` (a duplicate
+inside the stream's window, never lost). A row whose publish fails is made pollable
+at once (``relay_after`` reset) and retried by the poll with its backoff. Only hand
+over rows of a transaction that committed, and never rows staged inside a savepoint
+that rolled back. An ``exclusive`` relay does not publish handed rows itself: it makes
+them pollable and takes them in its turn, so id order across replicas holds.
+
 **At least once, deduplicated by** ``Nats-Msg-Id``. Every row carries ``msg_id``
 (:meth:`~ibflow.contracts.base.Envelope.msg_id` unless given) and is published with
 it as ``Nats-Msg-Id``. A row can be published more than once: when the relay dies
@@ -70,6 +86,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
@@ -87,10 +104,12 @@ from ibflow.db.errors import DbError
 from ibflow.db.pool import AnyConnection, json_dumps
 
 __all__ = [
+    "HANDOVER_GRACE",
     "OUTBOX_LOCK_KEY",
     "OUTBOX_TABLE",
     "OutboxError",
     "OutboxRelay",
+    "StagedRow",
     "enqueue",
     "enqueue_many",
 ]
@@ -102,6 +121,10 @@ OUTBOX_LOCK_KEY: Final = int.from_bytes(
     hashlib.sha256(b"ibflow.outbox").digest()[:8], "big", signed=True
 )
 """The ``pg_advisory_xact_lock`` key exclusive relays take turns on (first 8 bytes of a sha256)."""
+HANDOVER_GRACE: Final = 10.0
+"""Seconds a row handed over in memory stays out of every relay's poll (``relay_after``):
+well above a publish and its deferred delete, well under JetStream's 2-minute
+duplicate window."""
 
 RELAYED: Final = Counter(
     "ibflow_outbox_relayed_total",
@@ -133,18 +156,40 @@ _INSERT_MANY = (
     "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) "
     "WITH ORDINALITY AS m (subject, msg_id, payload, headers, n) ORDER BY m.n"
 )
+_INSERT_STAGED = (
+    "INSERT INTO ibflow_outbox (subject, msg_id, payload, headers, relay_after) "
+    "SELECT m.subject, m.msg_id, m.payload, m.headers::jsonb, "
+    "now() + make_interval(secs => $5::float8) "
+    "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) "
+    "WITH ORDINALITY AS m (subject, msg_id, payload, headers, n) ORDER BY m.n "
+    "RETURNING id"
+)
 _LOCK = "SELECT pg_advisory_xact_lock($1)"
 _TAKE = (
     "SELECT id, subject, msg_id, payload, headers::text AS headers, "
     "extract(epoch FROM now() - created_at)::float8 AS age "
-    "FROM ibflow_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    "FROM ibflow_outbox WHERE relay_after <= now() "
+    "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 _DELETE = "DELETE FROM ibflow_outbox WHERE id = ANY($1::bigint[])"
+_RELEASE = "UPDATE ibflow_outbox SET relay_after = '-infinity' WHERE id = ANY($1::bigint[])"
 _COUNT = "SELECT count(*) FROM ibflow_outbox"
 
 
 class OutboxError(DbError):
     """The outbox was misused (:func:`enqueue` outside a transaction) or its table is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRow:
+    """An outbox row as inserted by ``enqueue_many(..., staged=...)``: what the relay
+    needs to publish it without reading it back (:meth:`OutboxRelay.notify`)."""
+
+    id: int
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    """Every header to publish with, ``Nats-Msg-Id`` included."""
 
 
 def _check_subject(subject: str) -> str:
@@ -195,25 +240,42 @@ async def enqueue(
     await conn.execute(_INSERT, *_row(subject, msg, msg_id, headers))
 
 
-async def enqueue_many(conn: AnyConnection, messages: Iterable[tuple[str, Envelope]]) -> int:
+async def enqueue_many(
+    conn: AnyConnection,
+    messages: Iterable[tuple[str, Envelope]],
+    *,
+    staged: list[StagedRow] | None = None,
+) -> int:
     """Add ``(subject, msg)`` pairs to the outbox in one round trip; return how many.
 
     Same rules as :func:`enqueue` (each message's own id as ``Nats-Msg-Id``); the
-    messages are published in the order given.
+    messages are published in the order given. With ``staged``, the rows are for
+    handing over (module documentation): they stay out of the relays' polls for
+    :data:`HANDOVER_GRACE` seconds and are appended to ``staged``, to be given to
+    :meth:`OutboxRelay.notify` once the transaction has committed.
     """
     _require_transaction(conn, "enqueue_many")
     rows = [_row(subject, msg) for subject, msg in messages]
     if not rows:
         return 0
     subjects, msg_ids, payloads, headers = (list(column) for column in zip(*rows, strict=True))
-    await conn.execute(_INSERT_MANY, subjects, msg_ids, payloads, headers)
+    if staged is None:
+        await conn.execute(_INSERT_MANY, subjects, msg_ids, payloads, headers)
+        return len(rows)
+    inserted = await conn.fetch(
+        _INSERT_STAGED, subjects, msg_ids, payloads, headers, HANDOVER_GRACE
+    )
+    # ids are drawn in the order given (ORDER BY m.n), whatever order RETURNING uses
+    ids = sorted(record["id"] for record in inserted)
+    for row_id, (subject, msg_id, payload, stored) in zip(ids, rows, strict=True):
+        staged.append(StagedRow(row_id, subject, payload, _with_msg_id(stored, msg_id)))
     return len(rows)
 
 
-def _publish_headers(row: asyncpg.Record) -> dict[str, str]:
-    stored = row["headers"]
+def _with_msg_id(stored: str | None, msg_id: str) -> dict[str, str]:
+    """The headers to publish a row with: its stored headers (JSON) and ``Nats-Msg-Id``."""
     headers = {str(k): str(v) for k, v in json.loads(stored).items()} if stored else {}
-    headers[MSG_ID_HEADER] = row["msg_id"]
+    headers[MSG_ID_HEADER] = msg_id
     return headers
 
 
@@ -237,7 +299,9 @@ class OutboxRelay:
     batch's PubAcks; after a failed batch the relay waits ``retry_initial`` seconds,
     doubling up to ``retry_max``. ``exclusive=True`` makes the relays of all replicas
     take turns so that the stream follows id order across replicas (see the module
-    documentation).
+    documentation). Rows handed over (:meth:`notify` with rows) are deleted together,
+    ``delete_delay`` seconds after the first of them was published (or as soon as
+    ``batch_size`` are waiting).
 
     :meth:`run` until :meth:`stop`; ``published`` counts the rows this relay published
     and deleted. Database errors are logged and retried; a missing ``ibflow_outbox``
@@ -255,6 +319,7 @@ class OutboxRelay:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         exclusive: bool = False,
+        delete_delay: float = 0.2,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -262,6 +327,8 @@ class OutboxRelay:
             raise ValueError("poll_interval and publish_timeout must be > 0")
         if not 0 < retry_initial <= retry_max:
             raise ValueError("retry delays must satisfy 0 < retry_initial <= retry_max")
+        if not 0 <= delete_delay < HANDOVER_GRACE:
+            raise ValueError(f"delete_delay must be >= 0 and < {HANDOVER_GRACE:g}")
         self.pool = pool
         self.js = js
         self.batch_size = batch_size
@@ -270,11 +337,17 @@ class OutboxRelay:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.exclusive = exclusive
+        self.delete_delay = delete_delay
         self.published = 0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self._started = False
+        self._poll_requested = True
+        self._handed: list[StagedRow] = []
+        self._unpollable: list[int] = []
+        self._published: list[StagedRow] = []
+        self._delete_at = 0.0
         self._counters: dict[str, tuple[Counter, Counter, Counter]] = {}
 
     @property
@@ -282,16 +355,23 @@ class OutboxRelay:
         """Whether :meth:`run` is in progress."""
         return self._started and not self._done.is_set()
 
-    def notify(self) -> None:
+    def notify(self, staged: Sequence[StagedRow] = ()) -> None:
         """Publish now: call after committing a transaction that enqueued messages.
 
-        Cheap and idempotent (sets an :class:`asyncio.Event`); call it from the event
-        loop the relay runs on.
+        Without ``staged``: poll the table now. With the rows ``enqueue_many(...,
+        staged=...)`` gave (of a committed transaction only): publish them from memory,
+        without reading them back. Cheap and idempotent (sets an :class:`asyncio.Event`);
+        call it from the event loop the relay runs on.
         """
+        if staged:
+            self._handed.extend(staged)
+        else:
+            self._poll_requested = True
         self._wake.set()
 
     async def stop(self) -> None:
-        """Let the batch in hand finish (publish, delete, commit), then wait for :meth:`run`.
+        """Let the batch in hand finish (publish, delete, commit), publish the rows handed
+        over and delete what was published, then wait for :meth:`run`.
 
         Safe to call more than once, or before :meth:`run` (which then returns at once).
         """
@@ -307,32 +387,48 @@ class OutboxRelay:
         self._started = True
         loop = asyncio.get_running_loop()
         failures = 0
-        next_sample = loop.time()
+        next_poll = next_sample = loop.time()
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                try:
-                    taken, failed = await self._relay_batch()
-                    if loop.time() >= next_sample:
-                        DEPTH.set(await self.pool.fetchval(_COUNT))
-                        next_sample = loop.time() + self.poll_interval
-                except asyncpg.UndefinedTableError as exc:
-                    raise OutboxError(
-                        f"{exc}: apply the ibflow.db migrations (0002_outbox.sql)"
-                    ) from exc
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                    failures += 1
-                    delay = self._retry_delay(failures)
-                    log.warning("outbox relay: database error (%r), retrying in %.2fs", exc, delay)
-                    await self._sleep(delay)
-                    continue
-                if failed:
-                    failures += 1
-                    await self._sleep(self._retry_delay(failures))
-                    continue
-                failures = 0
-                if taken < self.batch_size:
-                    await self._idle()
+                await self._relay_handed()
+                if self._poll_requested or loop.time() >= next_poll:
+                    self._poll_requested = False
+                    try:
+                        await self._make_pollable()
+                        taken, failed = await self._relay_batch()
+                        if loop.time() >= next_sample:
+                            DEPTH.set(await self.pool.fetchval(_COUNT))
+                            next_sample = loop.time() + self.poll_interval
+                    except asyncpg.UndefinedTableError as exc:
+                        raise OutboxError(
+                            f"{exc}: apply the ibflow.db migrations (0002_outbox.sql)"
+                        ) from exc
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                        failures += 1
+                        delay = self._retry_delay(failures)
+                        log.warning(
+                            "outbox relay: database error (%r), retrying in %.2fs", exc, delay
+                        )
+                        self._poll_requested = True
+                        await self._sleep(delay)
+                        continue
+                    if failed:
+                        failures += 1
+                        self._poll_requested = True
+                        await self._sleep(self._retry_delay(failures))
+                        continue
+                    failures = 0
+                    self._poll_requested = taken >= self.batch_size
+                    next_poll = loop.time() + self.poll_interval
+                await self._delete_published(force=False)
+                if not (self._poll_requested or self._handed):
+                    until = next_poll if not self._published else min(next_poll, self._delete_at)
+                    await self._idle(until - loop.time())
+            await self._relay_handed()
+            await self._delete_published(force=True)
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await self._make_pollable()  # else the next relay takes them after the grace
         finally:
             self._done.set()
 
@@ -346,12 +442,12 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _idle(self) -> None:
-        """Wait for a :meth:`notify`, a :meth:`stop` or the poll interval."""
-        if self._wake.is_set():
+    async def _idle(self, seconds: float) -> None:
+        """Wait for a :meth:`notify`, a :meth:`stop` or ``seconds``."""
+        if self._wake.is_set() or seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _metrics(self, subject: str) -> tuple[Counter, Counter, Counter]:
         root = subject_root(subject)
@@ -364,6 +460,74 @@ class OutboxRelay:
             )
         return children
 
+    async def _relay_handed(self) -> None:
+        """Publish the rows handed over; the acknowledged wait for :meth:`_delete_published`,
+        the others (and all of them for an exclusive relay) are made pollable."""
+        rows, self._handed = self._handed, []
+        if not rows:
+            return
+        if self.exclusive:
+            self._unpollable += [row.id for row in rows]
+            self._poll_requested = True
+            return
+        outcomes = await self._publish([(row.subject, row.payload, row.headers) for row in rows])
+        failed = 0
+        first_failure = ""
+        for row, outcome in zip(rows, outcomes, strict=True):
+            _, failures, published = self._metrics(row.subject)
+            if isinstance(outcome, PubAck):
+                published.inc()
+                if outcome.duplicate:
+                    PUBLISH_DUPLICATES.inc()
+                if not self._published:
+                    self._delete_at = asyncio.get_running_loop().time() + self.delete_delay
+                self._published.append(row)
+            else:
+                failures.inc()
+                failed += 1
+                self._unpollable.append(row.id)
+                first_failure = first_failure or f"row {row.id}: {outcome}"
+        if failed:
+            log.warning(
+                "outbox relay: %d of %d handed-over message(s) not published, left to the"
+                " poll (first: %s)",
+                failed,
+                len(rows),
+                first_failure,
+            )
+            self._poll_requested = True
+
+    async def _make_pollable(self) -> None:
+        """Reset ``relay_after`` of handed rows this relay did not publish, so that its
+        poll takes them now rather than after the grace."""
+        if self._unpollable:
+            await self.pool.execute(_RELEASE, self._unpollable)
+            self._unpollable = []
+
+    async def _delete_published(self, *, force: bool) -> None:
+        """Delete the handed rows JetStream acknowledged, all in one statement, once the
+        first has waited ``delete_delay`` (or ``batch_size`` are waiting, or ``force``).
+        On a database error they are kept for the next try (and, should the process die
+        first, republished after the grace: duplicates inside the window)."""
+        rows = self._published
+        if not rows:
+            return
+        due = asyncio.get_running_loop().time() >= self._delete_at
+        if not (force or due or len(rows) >= self.batch_size):
+            return
+        try:
+            await self.pool.execute(_DELETE, [row.id for row in rows])
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            self._delete_at = asyncio.get_running_loop().time() + self.retry_max
+            log.warning(
+                "outbox relay: deleting %d published row(s) failed (%r), retrying", len(rows), exc
+            )
+            return
+        self._published = []
+        for row in rows:
+            self._metrics(row.subject)[0].inc()
+        self.published += len(rows)
+
     async def _relay_batch(self) -> tuple[int, int]:
         """One batch: take, publish, delete what was acked, commit; ``(taken, failed)``."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -374,7 +538,12 @@ class OutboxRelay:
                 OLDEST_AGE.set(0)
                 return 0, 0
             OLDEST_AGE.set(rows[0]["age"])
-            outcomes = await self._publish(rows)
+            outcomes = await self._publish(
+                [
+                    (row["subject"], row["payload"], _with_msg_id(row["headers"], row["msg_id"]))
+                    for row in rows
+                ]
+            )
             acked = [
                 row["id"]
                 for row, outcome in zip(rows, outcomes, strict=True)
@@ -407,20 +576,22 @@ class OutboxRelay:
             )
         return len(rows), failed
 
-    async def _publish(self, rows: Sequence[asyncpg.Record]) -> list[PubAck | str]:
-        """Publish ``rows`` in order, pipelined; per row its PubAck, or why it failed."""
+    async def _publish(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    ) -> list[PubAck | str]:
+        """Publish ``(subject, payload, headers)`` in order, pipelined; per message its
+        PubAck, or why it failed."""
         futures: list[asyncio.Future[PubAck]] = []
-        outcomes: list[PubAck | str] = ["not sent: an earlier send of the batch failed"] * len(rows)
-        for index, row in enumerate(rows):
+        outcomes: list[PubAck | str] = ["not sent: an earlier send of the batch failed"] * len(
+            messages
+        )
+        for index, (subject, payload, headers) in enumerate(messages):
             try:
                 future = await self.js.publish_async(
-                    row["subject"],
-                    row["payload"],
-                    wait_stall=self.publish_timeout,
-                    headers=_publish_headers(row),
+                    subject, payload, wait_stall=self.publish_timeout, headers=headers
                 )
             except nats.errors.Error as exc:
-                outcomes[index] = _describe(row["subject"], exc, self.publish_timeout)
+                outcomes[index] = _describe(subject, exc, self.publish_timeout)
                 break
             futures.append(future)
         if not futures:
@@ -430,11 +601,11 @@ class OutboxRelay:
         finally:
             for future in futures:
                 future.cancel()  # no-op when done; else frees its slot in nats-py's semaphore
-        for index, (row, future) in enumerate(zip(rows, futures, strict=False)):
+        for index, ((subject, _, _), future) in enumerate(zip(messages, futures, strict=False)):
             if future.cancelled():
-                outcomes[index] = _describe(row["subject"], None, self.publish_timeout)
+                outcomes[index] = _describe(subject, None, self.publish_timeout)
             elif (error := future.exception()) is not None:
-                outcomes[index] = _describe(row["subject"], error, self.publish_timeout)
+                outcomes[index] = _describe(subject, error, self.publish_timeout)
             else:
                 outcomes[index] = future.result()
         return outcomes
