@@ -38,6 +38,25 @@ changed, which :class:`~.orders.Outcome` ``EXISTS`` reads as "the exit exists").
   id (``exit:<position>:2``), as before;
 * a crash after the commit without an answer is covered by re-sending the stored order
   (:meth:`PositionBook.resend_unacknowledged`), answered as a duplicate.
+
+Locks, in the order each transaction takes them (after its inbox claim, if it has one):
+
+* a fill (:meth:`PositionBook.on_execution`) and a commission
+  (:meth:`PositionBook.on_commission`): the execution lock of its execId
+  (:func:`~.repository.lock_execution`), then the position row (``FOR UPDATE``; for an
+  exit id no position knows yet, the positions that id names, in id order);
+* an order-manager update, an exit decision: the position row, then, draining the facts
+  parked for the order (``_drain``), their ``position_parked_facts`` rows and the
+  execution lock of each parked fill, oldest first;
+* a status, the answer to an exit, new levels: the position row only.
+
+Draining takes the two in the other order, and cannot deadlock with a fill: it locks
+only the execIds of parked fills, and a parked fill's message (``exec:<execId>``) is
+claimed in the transaction that parked it, so any later delivery of that fill stops at
+its claim, before the execution lock; a commission of a parked fill is not booked, so it
+parks itself under the execution lock and does not wait for the row. (A hash collision
+of two execIds' advisory keys could still close the cycle: PostgreSQL then aborts one
+transaction, and its message is redelivered.)
 """
 
 from __future__ import annotations

@@ -602,7 +602,12 @@ async def open_drift_counts(conn: AnyConnection) -> dict[str, int]:
 
 
 async def upsert_marks(conn: AnyConnection, marks: Iterable[Mark]) -> None:
-    """Keep the newest mark of each position."""
+    """Keep the newest mark of each position.
+
+    One atomic ``executemany``: it holds each row it wrote until the end, so rows are
+    written in ``position_id`` order. Two replicas flush the same positions (listed in
+    the order each learnt of them): in any other order they could each hold a row the
+    other waits for (a deadlock)."""
     rows = [
         (
             m.position_id,
@@ -613,7 +618,7 @@ async def upsert_marks(conn: AnyConnection, marks: Iterable[Mark]) -> None:
             m.delayed,
             m.marked_at,
         )
-        for m in marks
+        for m in sorted(marks, key=lambda m: m.position_id)
     ]
     if not rows:
         return
