@@ -195,7 +195,10 @@ class WsClient:
 
 
 class Hub:
-    """Subscribes to every event (and to the quotes clients ask for) and fans them out."""
+    """Subscribes to every event (and to the quotes clients ask for) and fans them out.
+
+    The subscription to every event exists only while a client is connected: with no
+    dashboard open, the api receives none of the events (about seven per execution)."""
 
     def __init__(self, nc: NatsClient, queue_size: int, actor: str = "api") -> None:
         self._nc = nc
@@ -203,6 +206,7 @@ class Hub:
         self._actor = actor
         self._clients: set[WsClient] = set()
         self._events: Subscription | None = None
+        self._events_lock = asyncio.Lock()
         self._quotes: dict[str, Subscription] = {}
         self._renewer: asyncio.Task[None] | None = None
 
@@ -212,8 +216,7 @@ class Hub:
         return len(self._clients)
 
     async def start(self) -> None:
-        """Subscribe to the events and start renewing market data leases."""
-        self._events = await self._nc.subscribe(subjects.ALL_EVENTS, cb=self._on_event)
+        """Start renewing market data leases (events are subscribed with the first client)."""
         self._renewer = asyncio.create_task(self._renew_leases(), name="ws-md-leases")
 
     async def close(self) -> None:
@@ -228,18 +231,40 @@ class Hub:
                     await sub.unsubscribe()
         self._quotes.clear()
 
-    def add(self, key_id: str) -> WsClient:
-        """A new client (with the default filters)."""
+    async def add(self, key_id: str) -> WsClient:
+        """A new client (with the default filters). Returns once the server has the
+        subscription to every event, so a snapshot read after it misses no change."""
         client = WsClient(key_id, asyncio.Queue(self._queue_size))
         self._clients.add(client)
         WS_CLIENTS.set(len(self._clients))
+        try:
+            await self._sync_events()
+        except BaseException:
+            await self.remove(client)
+            raise
         return client
 
     async def remove(self, client: WsClient) -> None:
-        """Forget ``client`` and stop quotes nobody wants any more."""
+        """Forget ``client``; stop the events and the quotes nobody wants any more."""
         self._clients.discard(client)
         WS_CLIENTS.set(len(self._clients))
+        await self._sync_events()
         await self._sync_quotes()
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the hub is subscribed to every event (while a client is connected)."""
+        return self._events is not None
+
+    async def _sync_events(self) -> None:
+        async with self._events_lock:
+            if self._clients and self._events is None:
+                self._events = await self._nc.subscribe(subjects.ALL_EVENTS, cb=self._on_event)
+                await self._nc.flush()
+            elif not self._clients and self._events is not None:
+                events, self._events = self._events, None
+                with contextlib.suppress(Exception):
+                    await events.unsubscribe()
 
     async def set_filters(
         self,
@@ -374,7 +399,7 @@ async def serve_client(
     filters select, so a dashboard starts from it rather than waiting for changes; live
     messages queued meanwhile follow it.
     """
-    client = hub.add(key_id)
+    client = await hub.add(key_id)
     try:
         params = websocket.query_params
         try:

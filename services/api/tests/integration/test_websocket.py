@@ -70,19 +70,6 @@ async def _stalled_client(stack: Stack, query: str) -> tuple[Any, Any]:
     return reader, writer
 
 
-def _dropped() -> float:
-    return REGISTRY.get_sample_value("ibflow_api_ws_dropped_total") or 0.0
-
-
-def _flooded(received: list[dict[str, Any]]) -> int:
-    return sum(1 for m in received if m["portfolio_id"] == "flood")
-
-
-async def _read_until(ws: Any, wanted: int, into: list[dict[str, Any]]) -> None:
-    while _flooded(into) < wanted:
-        into.append(json.loads(await ws.recv()))
-
-
 async def test_a_slow_client_is_dropped_and_the_others_get_everything(stack: Stack) -> None:
     headers = {"X-API-Key": stack.keys[Scope.READ]}
     dropped_before = _dropped()
@@ -107,6 +94,48 @@ async def test_a_slow_client_is_dropped_and_the_others_get_everything(stack: Sta
     stalled_writer.close()
     close_frame_payload = CLOSE_TOO_SLOW.to_bytes(2, "big") + b"too slow"
     assert close_frame_payload in tail[-64:]
+
+
+async def _publish_to_nobody(stack: Stack, count: int) -> int:
+    """Publish ``count`` events no other component listens to; the api's NATS
+    connection's count of received messages before them."""
+    before = int(stack.api.nats.stats["in_msgs"])
+    for i in range(count):
+        await stack.nc.publish(subjects.gateway_connection("nobody"), _event(i, "nobody"))
+    await stack.nc.flush()
+    return before
+
+
+def _received_since(stack: Stack, before: int) -> int:
+    return int(stack.api.nats.stats["in_msgs"]) - before
+
+
+async def test_the_api_receives_events_only_while_a_client_is_connected(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.keys[Scope.READ]}
+    before = await _publish_to_nobody(stack, 20)
+    await asyncio.sleep(0.5)
+    assert _received_since(stack, before) < 20
+    async with websockets.connect(
+        f"{stack.ws_url}?types=ib_connection", additional_headers=headers
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        before = await _publish_to_nobody(stack, 20)
+        await wait_for(lambda: _received_since(stack, before) >= 20)
+        while (message := json.loads(await asyncio.wait_for(ws.recv(), 10)))[
+            "portfolio_id"
+        ] != "nobody":
+            pass
+        assert message["data"]["client_id"] == 0
+
+    async def unsubscribed() -> bool:
+        before = await _publish_to_nobody(stack, 5)
+        await asyncio.sleep(0.2)
+        return _received_since(stack, before) < 5
+
+    await wait_for(unsubscribed, within=10)
+    before = await _publish_to_nobody(stack, 20)
+    await asyncio.sleep(0.5)
+    assert _received_since(stack, before) < 20
 
 
 async def test_filters_select_portfolios_and_types(stack: Stack) -> None:
