@@ -62,7 +62,7 @@ from ibflow.contracts import (
 )
 from ibflow.contracts.base import Envelope, utc_now
 from ibflow.contracts.orders import OrderIntent, OrderTerms
-from ibflow.db.outbox import StagedRow, enqueue_many
+from ibflow.db.outbox import Notify, StagedRow, enqueue_many
 from ibflow.db.pool import AnyConnection
 from ibflow_order_manager import repository as repo
 from ibflow_order_manager.broker import BrokerAnswer, BrokerClient, Outcome
@@ -126,14 +126,6 @@ def session_start(now: datetime) -> datetime:
 
 def _refused(code: str, message: str) -> RemoteError:
     return RemoteError(code, message)
-
-
-class Notify(Protocol):
-    """Wakes the outbox relay after a commit that enqueued events; given the rows the
-    transaction staged, hands them over to be published without a read back
-    (:meth:`ibflow.db.OutboxRelay.notify`)."""
-
-    def __call__(self, staged: Sequence[StagedRow] = (), /) -> None: ...
 
 
 class OrderBook:

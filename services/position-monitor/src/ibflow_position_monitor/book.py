@@ -65,7 +65,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -90,7 +90,7 @@ from ibflow.contracts.enums import (
     PositionStatus,
 )
 from ibflow.db.inbox import claim
-from ibflow.db.outbox import enqueue
+from ibflow.db.outbox import Notify, StagedRow, enqueue_many
 from ibflow.db.pool import AnyConnection
 from ibflow_position_monitor import repository as repo
 from ibflow_position_monitor.domain import (
@@ -132,10 +132,19 @@ def session_date_of(moment: dt.datetime) -> dt.date:
     return moment.astimezone(NEW_YORK).date()
 
 
+class Changes(list[repo.Stored]):
+    """The positions one transaction changed, and the outbox rows it staged for them
+    (handed to the relay once it commits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staged: list[StagedRow] = []
+
+
 class PositionBook:
     """Our positions (see the module docstring).
 
-    ``notify`` wakes the outbox relay after a commit that enqueued events; ``on_change``
+    ``notify`` hands the outbox rows of a commit to the relay; ``on_change``
     is told every committed position (the market watch keeps its open positions from it).
     """
 
@@ -143,7 +152,7 @@ class PositionBook:
         self,
         pool: asyncpg.Pool[Any],
         orders: OrderClient,
-        notify: Callable[[], None],
+        notify: Notify,
         *,
         on_change: Callable[[repo.Stored], None] = lambda _stored: None,
         clock: Callable[[], dt.datetime] = utc_now,
@@ -161,7 +170,7 @@ class PositionBook:
         conn: AnyConnection,
         stored: repo.Stored,
         transition: Transition,
-        changed: list[repo.Stored],
+        changed: Changes,
         **kw: Any,
     ) -> repo.Stored:
         """Save ``transition`` (if anything changed) and enqueue its ``PositionChanged``."""
@@ -176,19 +185,23 @@ class PositionBook:
         conn: AnyConnection,
         saved: repo.Stored,
         entered: PositionStatus | None,
-        changed: list[repo.Stored],
+        changed: Changes,
     ) -> None:
         state = saved.state
-        await enqueue(conn, subjects.position_changed(state.portfolio_id), repo.to_event(saved))
+        await enqueue_many(
+            conn,
+            [(subjects.position_changed(state.portfolio_id), repo.to_event(saved))],
+            staged=changed.staged,
+        )
         if entered is not None:
             POSITIONS_ENTERED.labels(state.portfolio_id, entered.value).inc()
             log.info("position %s %s", state.position_id, entered.value)
         changed.append(saved)
 
-    def _committed(self, changed: Sequence[repo.Stored]) -> None:
+    def _committed(self, changed: Changes) -> None:
         if not changed:
             return
-        self._notify()
+        self._notify(changed.staged)
         for stored in changed:
             self._on_change(stored)
 
@@ -198,7 +211,7 @@ class PositionBook:
         """The order-manager's record of an entry or exit of a position."""
         if msg.position_id is None or msg.purpose is OrderPurpose.MANUAL:
             return
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):
                 return
@@ -209,7 +222,7 @@ class PositionBook:
         self._committed(changed)
 
     async def _entry_updated(
-        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: Changes
     ) -> None:
         assert msg.position_id is not None
         stored = await repo.load(conn, msg.position_id, lock=True)
@@ -236,7 +249,7 @@ class PositionBook:
         await self._drain(conn, msg.client_order_id, changed)
 
     async def _create(
-        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: Changes
     ) -> repo.Stored | None:
         assert msg.position_id is not None
         try:
@@ -272,7 +285,7 @@ class PositionBook:
         return stored
 
     async def _exit_updated(
-        self, conn: AnyConnection, msg: OrderBookUpdated, changed: list[repo.Stored]
+        self, conn: AnyConnection, msg: OrderBookUpdated, changed: Changes
     ) -> None:
         assert msg.position_id is not None
         stored = await repo.load(conn, msg.position_id, lock=True)
@@ -310,7 +323,7 @@ class PositionBook:
         coid = msg.client_order_id
         if coid is None or msg.ib_status not in _ENDED_AT_IB:
             return
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):
                 return
@@ -327,7 +340,7 @@ class PositionBook:
         conn: AnyConnection,
         stored: repo.Stored,
         msg: OrderStatusChanged,
-        changed: list[repo.Stored],
+        changed: Changes,
     ) -> repo.Stored:
         coid = msg.client_order_id
         assert coid is not None
@@ -348,7 +361,7 @@ class PositionBook:
         if coid is None:
             UNATTRIBUTED.labels("execution").inc()
             return
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):
                 return
@@ -366,7 +379,7 @@ class PositionBook:
         conn: AnyConnection,
         stored: repo.Stored,
         msg: ExecutionReported,
-        changed: list[repo.Stored],
+        changed: Changes,
     ) -> repo.Stored:
         assert msg.client_order_id is not None
         commission = await repo.parked_commission(conn, msg.exec_id)
@@ -388,7 +401,7 @@ class PositionBook:
     async def on_commission(self, msg: CommissionReported, consumer: str, msg_id: str) -> None:
         """A fill's commission: charged to its position's realized P&L, or parked until
         the fill is booked."""
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):
                 return
@@ -405,7 +418,7 @@ class PositionBook:
             await self._commit(conn, stored, transition, changed)
         self._committed(changed)
 
-    async def _drain(self, conn: AnyConnection, coid: str, changed: list[repo.Stored]) -> None:
+    async def _drain(self, conn: AnyConnection, coid: str, changed: Changes) -> None:
         """Apply the facts parked for ``coid`` now that a position knows the order."""
         parked = await repo.parked_for(conn, coid)
         if not parked:
@@ -448,7 +461,7 @@ class PositionBook:
         again unless ``despite_refusal`` (the close-out, a flatten). Raises what the
         recording transaction raised (after the answer to an exit already sent).
         """
-        changed: list[repo.Stored] = []
+        changed = Changes()
         sending: asyncio.Task[SubmitAnswer] | None = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -535,7 +548,7 @@ class PositionBook:
         if answer.outcome is Outcome.AMBIGUOUS:
             log.warning("exit %s: outcome unknown (%s): re-sent later", coid, answer.detail)
             return
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await repo.load(conn, position_id, lock=True)
             if stored is None or stored.state.exit_client_order_id != coid:
@@ -614,7 +627,7 @@ class PositionBook:
         Raises :class:`LookupError` for an unknown position (or another portfolio's) and
         the domain's :class:`PositionDomainError` for levels it refuses.
         """
-        changed: list[repo.Stored] = []
+        changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await repo.load(conn, position_id, lock=True)
             if stored is None or stored.state.portfolio_id != portfolio_id:

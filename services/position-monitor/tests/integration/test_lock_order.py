@@ -110,7 +110,7 @@ async def waiting_on(pool: Pool, wait_event: str, count: int = 1) -> bool:
 async def test_a_parked_exit_fill_drained_while_redelivered_and_charged_is_booked_once(
     pool: Pool, nc: NatsClient
 ) -> None:
-    book = PositionBook(pool, OrderClient(nc, timeout=1), lambda: None)
+    book = PositionBook(pool, OrderClient(nc, timeout=1), lambda *_: None)
     await book.on_order_updated(
         order_update(ENTRY, OrderPurpose.ENTRY, OrderSide.BUY, OrderStatus.FILLED, 1), "o", "o1"
     )

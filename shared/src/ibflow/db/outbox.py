@@ -87,7 +87,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import asyncpg
 import nats.errors
@@ -107,6 +107,7 @@ __all__ = [
     "HANDOVER_GRACE",
     "OUTBOX_LOCK_KEY",
     "OUTBOX_TABLE",
+    "Notify",
     "OutboxError",
     "OutboxRelay",
     "StagedRow",
@@ -217,6 +218,14 @@ def _require_transaction(conn: AnyConnection, name: str) -> None:
         raise OutboxError(
             f"{name}() must run inside the transaction that holds the writes it announces"
         )
+
+
+class Notify(Protocol):
+    """What a producer calls after a commit that enqueued messages (an
+    :meth:`OutboxRelay.notify`): with the rows the transaction staged, to hand them
+    over; without, to have the table polled now."""
+
+    def __call__(self, staged: Sequence[StagedRow] = (), /) -> None: ...
 
 
 async def enqueue(
