@@ -116,6 +116,7 @@ class GatewaySimulator:
         self._connections: set[ClientSession] = set()
         self._clients: dict[int, ClientSession] = {}
         self._echo: dict[tuple[int, int], OrderFields] = {}
+        self._echoed: dict[tuple[int, int], tuple[OrderFields, str, Decimal, OrderFields]] = {}
         self._max_ids: dict[int, int] = {}
         self._exec_client: dict[str, int] = {}
         self._outbox: deque[tuple[float, list[EngineEvent]]] = deque()
@@ -386,8 +387,24 @@ class GatewaySimulator:
         self.dispatch(self.engine.global_cancel(self.now()))
 
     def order_fields(self, order: SimOrder) -> OrderFields:
-        """The fields to echo in openOrder / completedOrder for ``order``."""
-        return adapters.echo_fields(self._echo.get((order.client_id, order.order_id)), order)
+        """The fields to echo in openOrder / completedOrder for ``order`` (the last ones
+        built are reused while the client's fields, the account and the quantity are
+        the same: an order is echoed with each of its status changes)."""
+        key = (order.client_id, order.order_id)
+        base = self._echo.get(key)
+        if base is None:
+            return adapters.echo_fields(None, order)
+        cached = self._echoed.get(key)
+        if (
+            cached is not None
+            and cached[0] is base
+            and cached[1] == order.account
+            and cached[2] == order.quantity
+        ):
+            return cached[3]
+        fields = adapters.echo_fields(base, order)
+        self._echoed[key] = (base, order.account, order.quantity, fields)
+        return fields
 
     def parent_order_id(self, order: SimOrder) -> int:
         """The client's order id of ``order``'s parent (0 for a top-level order)."""

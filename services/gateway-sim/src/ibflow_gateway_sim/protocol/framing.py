@@ -145,6 +145,15 @@ def encode_field(value: Field) -> str:
     (the clients' ``float()`` cannot parse ``'Infinite'``); other floats → ``str(f)``;
     ``int`` → ``str(i)``. Text containing NUL raises :class:`ValueError`.
     """
+    # the simulator sends dozens of fields per message: plain text and ints first
+    if type(value) is int:
+        return str(value)
+    if type(value) is str and "\0" not in value:
+        return value
+    return _encode_other(value)
+
+
+def _encode_other(value: Field) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -165,7 +174,7 @@ def encode_message(*fields: Field) -> bytes:
     """Encode ``fields`` as one frame: length prefix + every field NUL-terminated."""
     if not fields:
         raise ValueError("a message needs at least one field (the message id)")
-    payload = "".join(encode_field(f) + "\0" for f in fields).encode()
+    payload = ("\0".join(map(encode_field, fields)) + "\0").encode()
     return _LEN.pack(len(payload)) + payload
 
 
