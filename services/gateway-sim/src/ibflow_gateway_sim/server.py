@@ -467,14 +467,11 @@ class GatewaySimulator:
         return out
 
     def _deliver(self, events: Iterable[EngineEvent]) -> None:
-        with contextlib.ExitStack() as corks:
-            for session in list(self._connections):
-                corks.enter_context(session.corked())
-            for event in events:
-                try:
-                    self._deliver_one(event)
-                except Exception:
-                    log.exception("translating %s failed", type(event).__name__)
+        for event in events:
+            try:
+                self._deliver_one(event)
+            except Exception:
+                log.exception("translating %s failed", type(event).__name__)
 
     def _deliver_one(self, event: EngineEvent) -> None:  # noqa: PLR0912 - one case per event
         match event:

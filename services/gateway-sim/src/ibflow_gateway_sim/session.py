@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -119,7 +119,6 @@ class ClientSession:
         self.client_id: int | None = None
         self.requested_client_id: int | None = None
         self.closed = False
-        self._corked: list[bytes] | None = None
         self._done = asyncio.Event()
         self.market_data_type = ids.MARKET_DATA_LIVE
         self.auto_open_orders = False
@@ -212,7 +211,6 @@ class ClientSession:
         if not self.closed:
             if reason:
                 log.info("%s: closing: %s", self.label, reason)
-            self._uncork()
             self.closed = True
             self._writer.close()
 
@@ -241,30 +239,8 @@ class ClientSession:
             return False
         if droppable and self._writer.transport.get_write_buffer_size() > MAX_TICK_BACKLOG:
             return False
-        if self._corked is not None:
-            self._corked.extend(frames)
-        else:
-            self._writer.write(b"".join(frames))
+        self._writer.write(b"".join(frames))
         return True
-
-    @contextlib.contextmanager
-    def corked(self) -> Iterator[None]:
-        """Frames sent inside leave in one write at the end (the messages of one batch of
-        engine events: a fill's status, execution, commission, position and account
-        values in one TCP send rather than one each; the byte stream is the same)."""
-        if self._corked is not None:
-            yield
-            return
-        self._corked = []
-        try:
-            yield
-        finally:
-            self._uncork()
-
-    def _uncork(self) -> None:
-        out, self._corked = self._corked, None
-        if out and not self.closed and not self._writer.is_closing():
-            self._writer.write(b"".join(out))
 
     def resume(self) -> None:
         """After a silence: flush held output, then process held requests in order."""

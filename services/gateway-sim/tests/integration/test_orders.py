@@ -6,7 +6,6 @@ are exact: after ``set_price(P)`` the quote is bid P / ask P + 0.01 / last P.
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 
 from ibflow_gateway_sim.config import MatchingConfig, SimConfig
-from ibflow_gateway_sim.protocol.framing import split_frame
 from ibflow_gateway_sim.server import GatewaySimulator
 
 from .conftest import SEED, Connect, Eventually
@@ -298,40 +296,3 @@ async def test_positions_are_pushed_to_every_subscribed_client(
     await eventually(lambda: trade.orderStatus.status == "Filled")
     await eventually(lambda: _position(watcher, "QQQ") == 7, what="position pushed to client 21")
     assert not [t for t in watcher.trades() if t.contract.symbol == "QQQ"], "orders stay private"
-
-
-async def test_a_fill_reaches_the_client_in_one_write(
-    ibmod: ModuleType,
-    frozen: GatewaySimulator,
-    connect: Connect,
-    eventually: Eventually,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The messages of one batch of engine events (the fill's status, execution,
-    # commission, position and account values) leave in one TCP send, not one each.
-    sim = frozen
-    sim.faults.set_price("AAPL", Decimal("195.00"))
-    ib = await connect()
-    aapl = await _qualified(ib, ibmod, "AAPL")
-    trade = ib.placeOrder(aapl, ibmod.LimitOrder("BUY", 100, 190.0))
-    await eventually(lambda: trade.orderStatus.status == "Submitted", what="resting")
-    writes: list[bytes] = []
-    write = asyncio.StreamWriter.write
-
-    def counted(self: asyncio.StreamWriter, data: bytes) -> None:
-        writes.append(bytes(data))
-        write(self, data)
-
-    monkeypatch.setattr(asyncio.StreamWriter, "write", counted)
-    sim.faults.set_price("AAPL", Decimal("189.00"))  # crosses the limit: filled at once
-    monkeypatch.undo()
-
-    assert len(writes) == 1
-    ids = []
-    frame = writes[0]
-    while frame:
-        size = int.from_bytes(frame[:4], "big")
-        ids.append(split_frame(frame[: 4 + size])[0])
-        frame = frame[4 + size :]
-    assert {"3", "11", "59", "61", "6"} <= set(ids)  # status, execution, commission, ...
-    await eventually(lambda: trade.orderStatus.status == "Filled", what="filled")
