@@ -289,12 +289,17 @@ async def test_library_migrations_are_discovered_from_the_ibflow_db_package(
     database_url: str,
 ) -> None:
     shipped = discover("ibflow.db")
-    assert [m.name for m in shipped] == ["0001_inbox.sql", "0002_outbox.sql"]
+    assert [m.name for m in shipped] == [
+        "0001_inbox.sql",
+        "0002_outbox.sql",
+        "0003_outbox_relay_after.sql",
+    ]
     assert all(isinstance(m, Migration) and m.package == "ibflow.db" for m in shipped)
 
     assert await apply_migrations(database_url, "ibflow.db") == [
         "ibflow.db/0001_inbox.sql",
         "ibflow.db/0002_outbox.sql",
+        "ibflow.db/0003_outbox_relay_after.sql",
     ]
     assert await apply_migrations(database_url, "ibflow.db") == []
     conn = await asyncpg.connect(database_url)
@@ -333,9 +338,10 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 async def test_cli_applies_package_migrations_once(database_url: str) -> None:
     code, out, err = await run_cli("--database-url", database_url, "ibflow.db")
-    assert (code, out.strip()) == (0, "2 migration(s) applied"), err
+    assert (code, out.strip()) == (0, "3 migration(s) applied"), err
     assert "applied migration ibflow.db/0001_inbox.sql" in err
     assert "applied migration ibflow.db/0002_outbox.sql" in err
+    assert "applied migration ibflow.db/0003_outbox_relay_after.sql" in err
     assert "Warning" not in err
 
     code, out, err = await run_cli("--database-url", database_url, "ibflow.db")
