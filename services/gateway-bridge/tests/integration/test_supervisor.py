@@ -26,6 +26,7 @@ from ibflow_gateway_bridge.supervisor import (
     PortfolioConnection,
     state_key,
 )
+from ibflow_gateway_sim.protocol.framing import handshake_reply, read_handshake
 from ibflow_gateway_sim.server import GatewaySimulator
 
 from .conftest import ConnectionEvents, portfolio_config
@@ -225,6 +226,42 @@ async def test_busy_gateway_still_sending_data_is_not_taken_for_a_zombie(
     await connection_events.wait_for(
         lambda events: any(e.state is S.DISCONNECTED for e in events[mark:]), within=5
     )
+
+
+async def test_bridge_stopped_while_its_gateway_has_not_answered_the_connect_stops_cleanly(
+    bridge_js: JetStreamContext,
+) -> None:
+    # A gateway that completes the handshake, then answers nothing (still starting up):
+    # ib_async is connected, not ready. Stopping the bridge now must close the socket,
+    # not fail in ib_async's disconnect ("Not connected").
+    answered = asyncio.Event()
+
+    async def handshake_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_handshake(reader)
+        writer.write(handshake_reply())
+        await writer.drain()
+        answered.set()
+        await reader.read()  # then silence until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(handshake_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = PortfolioConnection(
+        portfolio_config("stuck", port),
+        bridge_js,
+        timings=FAST,
+        gateway_type=GatewayType.SIMULATOR,
+        rng=random.Random(1),
+    )
+    task = asyncio.create_task(connection.run())
+    try:
+        await asyncio.wait_for(answered.wait(), 5)
+        await asyncio.sleep(0.1)  # the client reads the handshake: connected, waiting
+    finally:
+        await connection.stop()
+        await asyncio.wait_for(task, 5)  # raised ConnectionError: Not connected
+        server.close()
+        await server.wait_closed()
 
 
 async def test_client_id_in_use_is_recovered_with_the_fallback(

@@ -295,9 +295,12 @@ class IbClient:
     def _silent_disconnect(self) -> None:
         self._closing = True
         try:
-            self._ib.disconnect()
-            # ib_async only disconnects a socket that got past the handshake; one still
-            # connecting (or refused with 326) is closed here.
+            if self._ib.client.isReady():
+                self._ib.disconnect()
+            # ib_async's own disconnect needs a session that is ready (it reads the
+            # connection's statistics, "Not connected" otherwise); a socket still
+            # connecting, past the handshake but not ready, or refused with 326 is
+            # closed here.
             self._ib.client.disconnect()  # type: ignore[no-untyped-call]
         finally:
             self._closing = False
