@@ -401,6 +401,7 @@ class OutboxRelay:
             while not self._stop.is_set():
                 self._wake.clear()
                 await self._relay_handed()
+                await self._delete_published(force=False)
                 if self._poll_requested or loop.time() >= next_poll:
                     self._poll_requested = False
                     try:
@@ -430,7 +431,6 @@ class OutboxRelay:
                     failures = 0
                     self._poll_requested = taken >= self.batch_size
                     next_poll = loop.time() + self.poll_interval
-                await self._delete_published(force=False)
                 if not (self._poll_requested or self._handed):
                     until = next_poll if not self._published else min(next_poll, self._delete_at)
                     await self._idle(until - loop.time())
