@@ -480,31 +480,15 @@ class OutboxRelay:
             self._poll_requested = True
             return
         outcomes = await self._publish([(row.subject, row.payload, row.headers) for row in rows])
-        failed = 0
-        first_failure = ""
-        for row, outcome in zip(rows, outcomes, strict=True):
-            _, failures, published = self._metrics(row.subject)
-            if isinstance(outcome, PubAck):
-                published.inc()
-                if outcome.duplicate:
-                    PUBLISH_DUPLICATES.inc()
-                if not self._published:
-                    self._delete_at = asyncio.get_running_loop().time() + self.delete_delay
-                self._published.append(row)
-            else:
-                failures.inc()
-                failed += 1
-                self._unpollable.append(row.id)
-                first_failure = first_failure or f"row {row.id}: {outcome}"
-        if failed:
-            log.warning(
-                "outbox relay: %d of %d handed-over message(s) not published, left to the"
-                " poll (first: %s)",
-                failed,
-                len(rows),
-                first_failure,
-            )
+        if self._count([(row.id, row.subject) for row in rows], outcomes, "left to the poll"):
             self._poll_requested = True
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if not isinstance(outcome, PubAck):
+                self._unpollable.append(row.id)
+                continue
+            if not self._published:
+                self._delete_at = asyncio.get_running_loop().time() + self.delete_delay
+            self._published.append(row)
 
     async def _make_pollable(self) -> None:
         """Reset ``relay_after`` of handed rows this relay did not publish, so that its
@@ -561,29 +545,41 @@ class OutboxRelay:
             if acked:
                 await conn.execute(_DELETE, acked)
         # Committed: count only what is really gone from the table.
+        failed = self._count(
+            [(row["id"], row["subject"]) for row in rows], outcomes, "kept for a retry"
+        )
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, PubAck):
+                self._metrics(row["subject"])[0].inc()
+        self.published += len(acked)
+        return len(rows), failed
+
+    def _count(
+        self, rows: Sequence[tuple[int, str]], outcomes: Sequence[PubAck | str], fate: str
+    ) -> int:
+        """Count the publishes of ``(id, subject)`` rows and log the failed ones (kept
+        for the poll, as ``fate`` says); returns how many failed."""
         failed = 0
         first_failure = ""
-        for row, outcome in zip(rows, outcomes, strict=True):
-            relayed, failures, published = self._metrics(row["subject"])
+        for (row_id, subject), outcome in zip(rows, outcomes, strict=True):
+            _, failures, published = self._metrics(subject)
             if isinstance(outcome, PubAck):
-                relayed.inc()
                 published.inc()
                 if outcome.duplicate:
                     PUBLISH_DUPLICATES.inc()
             else:
                 failures.inc()
                 failed += 1
-                if not first_failure:
-                    first_failure = f"row {row['id']}: {outcome}"
-        self.published += len(acked)
+                first_failure = first_failure or f"row {row_id}: {outcome}"
         if failed:
             log.warning(
-                "outbox relay: %d of %d message(s) not published, kept for a retry (first: %s)",
+                "outbox relay: %d of %d message(s) not published, %s (first: %s)",
                 failed,
                 len(rows),
+                fate,
                 first_failure,
             )
-        return len(rows), failed
+        return failed
 
     async def _publish(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
