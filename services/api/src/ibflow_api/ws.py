@@ -251,11 +251,6 @@ class Hub:
         await self._sync_events()
         await self._sync_quotes()
 
-    @property
-    def subscribed(self) -> bool:
-        """Whether the hub is subscribed to every event (while a client is connected)."""
-        return self._events is not None
-
     async def _sync_events(self) -> None:
         async with self._events_lock:
             if self._clients and self._events is None:
