@@ -39,24 +39,41 @@ changed, which :class:`~.orders.Outcome` ``EXISTS`` reads as "the exit exists").
 * a crash after the commit without an answer is covered by re-sending the stored order
   (:meth:`PositionBook.resend_unacknowledged`), answered as a duplicate.
 
-Locks, in the order each transaction takes them (after its inbox claim, if it has one):
+Locks, in the order each transaction takes them (after its inbox claim, if it has one).
+One global order: the execution lock, the position row(s), the order lock, the parked
+facts' rows, the execution locks of parked fills (the one exception, below):
 
 * a fill (:meth:`PositionBook.on_execution`) and a commission
   (:meth:`PositionBook.on_commission`): the execution lock of its execId
   (:func:`~.repository.lock_execution`), then the position row (``FOR UPDATE``; for an
   exit id no position knows yet, the positions that id names, in id order);
+* a fill or status that no position knows, before it is parked: the order lock of its
+  client order id (:func:`~.repository.lock_order_facts`), then a second lookup that
+  waits for nothing. A position committed since the first lookup is not locked there
+  (that would take the row after the order lock): the transaction is rolled back and
+  the fact applied in a new one, which finds the position;
 * an order-manager update, an exit decision: the position row, then, draining the facts
-  parked for the order (``_drain``), their ``position_parked_facts`` rows and the
-  execution lock of each parked fill, oldest first;
+  parked for the order (``_drain``), the order lock, the ``position_parked_facts`` rows
+  and the execution lock of each parked fill, oldest first;
 * a status, the answer to an exit, new levels: the position row only.
 
-Draining takes the two in the other order, and cannot deadlock with a fill: it locks
-only the execIds of parked fills, and a parked fill's message (``exec:<execId>``) is
-claimed in the transaction that parked it, so any later delivery of that fill stops at
-its claim, before the execution lock; a commission of a parked fill is not booked, so it
-parks itself under the execution lock and does not wait for the row. (A hash collision
-of two execIds' advisory keys could still close the cycle: PostgreSQL then aborts one
-transaction, and its message is redelivered.)
+The order lock serialises parking and draining per order: a fact parked by a
+transaction that has not committed when a drain reads the parked facts would otherwise
+stay parked (the position was created, and drained, in a transaction the fact's lookup
+did not see). Now either the fact is parked first, and the drain waits for its commit,
+or the drain is first, and the fact waits for the drain's commit, then finds the
+position. Whoever holds the order lock waits for no lock a waiter for it holds: a parker
+takes nothing after it (a read and an insert), and a drainer only the parked facts' rows
+(locked by drainers of the same order only, which wait for the order lock first) and
+the execution locks of parked fills (next paragraph).
+
+Draining takes the row before the execution lock, and cannot deadlock with a fill: it
+locks only the execIds of parked fills, and a parked fill's message (``exec:<execId>``)
+is claimed in the transaction that parked it, so any later delivery of that fill stops
+at its claim, before the execution lock; a commission of a parked fill is not booked,
+so it parks itself under the execution lock and does not wait for the row. (A hash
+collision of two execIds' or orders' advisory keys could still close a cycle:
+PostgreSQL then aborts one transaction, and its message is redelivered.)
 """
 
 from __future__ import annotations
@@ -323,17 +340,22 @@ class PositionBook:
         coid = msg.client_order_id
         if coid is None or msg.ib_status not in _ENDED_AT_IB:
             return
-        changed = Changes()
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await claim(conn, consumer, msg_id):
-                return
-            stored = await _load_by_order(conn, coid)
-            if stored is None:
-                await repo.park_fact(conn, coid, "status", msg_id, msg.model_dump_json())
-                PARKED_FACTS.labels("status").inc()
-                return
-            await self._apply_status(conn, stored, msg, changed)
-        self._committed(changed)
+        for attempt in range(1, _ATTEMPTS + 1):
+            changed = Changes()
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if not await claim(conn, consumer, msg_id):
+                        return
+                    stored = await _load_by_order(conn, coid)
+                    if stored is None:
+                        await _park(conn, coid, "status", msg_id, msg.model_dump_json())
+                        return
+                    await self._apply_status(conn, stored, msg, changed)
+            except _AppearedError:
+                _appeared(coid, attempt)
+                continue
+            self._committed(changed)
+            return
 
     async def _apply_status(
         self,
@@ -361,18 +383,23 @@ class PositionBook:
         if coid is None:
             UNATTRIBUTED.labels("execution").inc()
             return
-        changed = Changes()
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await claim(conn, consumer, msg_id):
-                return
-            await repo.lock_execution(conn, msg.exec_id)
-            stored = await _load_by_order(conn, coid)
-            if stored is None:
-                await repo.park_fact(conn, coid, "execution", msg_id, msg.model_dump_json())
-                PARKED_FACTS.labels("execution").inc()
-                return
-            await self._book(conn, stored, msg, changed)
-        self._committed(changed)
+        for attempt in range(1, _ATTEMPTS + 1):
+            changed = Changes()
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if not await claim(conn, consumer, msg_id):
+                        return
+                    await repo.lock_execution(conn, msg.exec_id)
+                    stored = await _load_by_order(conn, coid)
+                    if stored is None:
+                        await _park(conn, coid, "execution", msg_id, msg.model_dump_json())
+                        return
+                    await self._book(conn, stored, msg, changed)
+            except _AppearedError:
+                _appeared(coid, attempt)
+                continue
+            self._committed(changed)
+            return
 
     async def _book(
         self,
@@ -419,7 +446,9 @@ class PositionBook:
         self._committed(changed)
 
     async def _drain(self, conn: AnyConnection, coid: str, changed: Changes) -> None:
-        """Apply the facts parked for ``coid`` now that a position knows the order."""
+        """Apply the facts parked for ``coid`` now that a position knows the order (under
+        the order lock, after the position row: module docstring, *Locks*)."""
+        await repo.lock_order_facts(conn, coid)
         parked = await repo.parked_for(conn, coid)
         if not parked:
             return
@@ -664,6 +693,41 @@ async def _load_by_order(conn: AnyConnection, coid: str) -> repo.Stored | None:
     if not candidates or not await repo.lock_positions(conn, candidates):
         return None
     return await repo.load_by_order(conn, coid, lock=True)
+
+
+_ATTEMPTS: Final = 3
+"""Transactions a status or fill takes at most: a position that appears between its
+lookup and its parking (:class:`_AppearedError`) costs one more."""
+
+
+class _AppearedError(Exception):
+    """A position knows the order of a fact about to be parked: the transaction is
+    rolled back and the fact applied in a new one."""
+
+
+async def _park(conn: AnyConnection, coid: str, kind: str, msg_id: str, payload: str) -> None:
+    """Park a fact of ``coid``, which no position knew at the lookup: under the order
+    lock, which a drain of ``coid`` holds until its commit (:meth:`PositionBook._drain`).
+    Raises :class:`_AppearedError` if a position knows ``coid`` now (committed since the
+    lookup: a new statement under READ COMMITTED sees it), instead of locking its row
+    here: a drain holding that row waits for the order lock (module docstring, *Locks*).
+    """
+    await repo.lock_order_facts(conn, coid)
+    if await repo.order_known(conn, coid):
+        raise _AppearedError(coid)
+    await repo.park_fact(conn, coid, kind, msg_id, payload)
+    PARKED_FACTS.labels(kind).inc()
+
+
+def _appeared(coid: str, attempt: int) -> None:
+    """Log a position that appeared while a fact of ``coid`` was being parked; raise if
+    that was the last attempt (the message is redelivered)."""
+    if attempt >= _ATTEMPTS:
+        raise RuntimeError(
+            f"the position of order {coid} appeared while its fact was parked"
+            f" {attempt} times, and was not found again"
+        )
+    log.info("order %s: its position was committed while a fact was being parked", coid)
 
 
 def _exit_order(decision: ExitDecision, reference: Decimal | None) -> dict[str, Any]:

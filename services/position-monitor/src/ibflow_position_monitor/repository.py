@@ -102,6 +102,18 @@ async def lock_execution(conn: AnyConnection, exec_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _exec_id_hash(exec_id))
 
 
+def _order_hash(client_order_id: str) -> str:
+    return f"pm-order:{client_order_id}"
+
+
+async def lock_order_facts(conn: AnyConnection, client_order_id: str) -> None:
+    """Serialise parking a fact of ``client_order_id`` and draining the facts parked for
+    it (transaction-scoped advisory lock): a fact is then either parked before a drain
+    reads the parked facts, or parked after the draining transaction committed, when the
+    position that knows the order is visible (and the fact is applied to it instead)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _order_hash(client_order_id))
+
+
 def _state(row: asyncpg.Record, executions: Sequence[asyncpg.Record]) -> PositionState:
     side = PositionSide(row["side"])
     return PositionState(
@@ -190,6 +202,12 @@ async def load_by_order(
         return None
     executions = await _executions(conn, [row["id"]])
     return _stored(row, executions[row["id"]])
+
+
+async def order_known(conn: AnyConnection, client_order_id: str) -> bool:
+    """Whether a position knows ``client_order_id`` (as :func:`load_by_order` finds it;
+    no lock taken, nothing waited for)."""
+    return await conn.fetchval(f"SELECT EXISTS ({_BY_ORDER})", client_order_id) is True
 
 
 async def lock_positions(conn: AnyConnection, position_ids: Sequence[str]) -> bool:
