@@ -82,12 +82,13 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from pydantic import BaseModel
 
 from ibflow.bus import subjects
 from ibflow.bus.errors import Reject
@@ -340,17 +341,42 @@ class PositionBook:
         coid = msg.client_order_id
         if coid is None or msg.ib_status not in _ENDED_AT_IB:
             return
+
+        async def apply(conn: AnyConnection, stored: repo.Stored, changed: Changes) -> None:
+            await self._apply_status(conn, stored, msg, changed)
+
+        await self._apply_or_park(
+            coid, "status", msg, consumer=consumer, msg_id=msg_id, apply=apply
+        )
+
+    async def _apply_or_park(
+        self,
+        coid: str,
+        kind: str,
+        msg: BaseModel,
+        *,
+        consumer: str,
+        msg_id: str,
+        apply: Callable[[AnyConnection, repo.Stored, Changes], Awaitable[None]],
+        lock: Callable[[AnyConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        """Claim ``msg_id``, take ``lock``, then ``apply`` the fact to the position of
+        order ``coid``, or park it if no position knows the order; all in one transaction,
+        one more if a position appeared while the fact was being parked (module
+        docstring, *Locks*)."""
         for attempt in range(1, _ATTEMPTS + 1):
             changed = Changes()
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     if not await claim(conn, consumer, msg_id):
                         return
+                    if lock is not None:
+                        await lock(conn)
                     stored = await _load_by_order(conn, coid)
                     if stored is None:
-                        await _park(conn, coid, "status", msg_id, msg.model_dump_json())
+                        await _park(conn, coid, kind, msg_id, msg.model_dump_json())
                         return
-                    await self._apply_status(conn, stored, msg, changed)
+                    await apply(conn, stored, changed)
             except _AppearedError:
                 _appeared(coid, attempt)
                 continue
@@ -383,23 +409,16 @@ class PositionBook:
         if coid is None:
             UNATTRIBUTED.labels("execution").inc()
             return
-        for attempt in range(1, _ATTEMPTS + 1):
-            changed = Changes()
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    if not await claim(conn, consumer, msg_id):
-                        return
-                    await repo.lock_execution(conn, msg.exec_id)
-                    stored = await _load_by_order(conn, coid)
-                    if stored is None:
-                        await _park(conn, coid, "execution", msg_id, msg.model_dump_json())
-                        return
-                    await self._book(conn, stored, msg, changed)
-            except _AppearedError:
-                _appeared(coid, attempt)
-                continue
-            self._committed(changed)
-            return
+
+        async def lock(conn: AnyConnection) -> None:
+            await repo.lock_execution(conn, msg.exec_id)
+
+        async def apply(conn: AnyConnection, stored: repo.Stored, changed: Changes) -> None:
+            await self._book(conn, stored, msg, changed)
+
+        await self._apply_or_park(
+            coid, "execution", msg, consumer=consumer, msg_id=msg_id, apply=apply, lock=lock
+        )
 
     async def _book(
         self,
