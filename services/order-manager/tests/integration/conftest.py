@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
 
+from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
 
@@ -45,3 +47,39 @@ async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
     book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda *_: None)
     yield book
     await book.statistics.close()
+
+
+def o1_execution(
+    exec_id: str, shares: int, cum: int, *, portfolio_id: str = "p", price: str = "100"
+) -> ExecutionReported:
+    """A BUY fill of the working order ``o1`` that :func:`seed_working_order` seeds."""
+    return ExecutionReported(
+        portfolio_id=portfolio_id,
+        account_id="DU1",
+        exec_id=exec_id,
+        order_id=1,
+        perm_id=1001,
+        client_order_id="o1",
+        symbol="AAPL",
+        con_id=265598,
+        side=OrderSide.BUY,
+        shares=Decimal(shares),
+        price=Decimal(price),
+        cum_qty=Decimal(cum),
+        avg_price=Decimal(price),
+        exchange="ISLAND",
+        executed_at=datetime.now(UTC),
+    )
+
+
+def o1_commission(
+    exec_id: str, amount: str, realized_pnl: str | None = None, *, portfolio_id: str = "p"
+) -> CommissionReported:
+    """IB's commission of the fill ``exec_id`` of ``o1``."""
+    return CommissionReported(
+        portfolio_id=portfolio_id,
+        exec_id=exec_id,
+        commission=Decimal(amount),
+        currency="USD",
+        realized_pnl=None if realized_pnl is None else Decimal(realized_pnl),
+    )

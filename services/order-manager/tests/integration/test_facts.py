@@ -5,18 +5,19 @@ replayed execution, a status, a commission before its execution — is booked on
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
 
-from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide, OrderStatusChanged
+from ibflow.contracts import OrderSide, OrderStatusChanged
 from ibflow.db import apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 
+from .conftest import o1_commission as commission
+from .conftest import o1_execution as execution
 from .conftest import seed_working_order
 
 pytestmark = pytest.mark.integration
@@ -30,32 +31,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
     async with await create_pool(database_url) as pool:
         await seed_working_order(pool, "p", START_CASH)
         yield pool
-
-
-def execution(exec_id: str, shares: int, cum: int, price: str = "100") -> ExecutionReported:
-    return ExecutionReported(
-        portfolio_id="p",
-        account_id="DU1",
-        exec_id=exec_id,
-        order_id=1,
-        perm_id=1001,
-        client_order_id="o1",
-        symbol="AAPL",
-        con_id=265598,
-        side=OrderSide.BUY,
-        shares=Decimal(shares),
-        price=Decimal(price),
-        cum_qty=Decimal(cum),
-        avg_price=Decimal(price),
-        exchange="ISLAND",
-        executed_at=datetime.now(UTC),
-    )
-
-
-def commission(exec_id: str, amount: str) -> CommissionReported:
-    return CommissionReported(
-        portfolio_id="p", exec_id=exec_id, commission=Decimal(amount), currency="USD"
-    )
 
 
 def status(ib_status: str, filled: int, remaining: int) -> OrderStatusChanged:
@@ -103,7 +78,7 @@ async def test_commission_before_its_execution_is_parked_then_booked_with_it(
     await book.on_facts([commission("e2", "0.50")])
     assert await pool.fetchval("SELECT count(*) FROM pending_commissions") == 1
     assert await pool.fetchval("SELECT cash FROM portfolios") == START_CASH
-    await book.on_facts([execution("e2", 10, 10, "99.5"), commission("e2", "0.50")])
+    await book.on_facts([execution("e2", 10, 10, price="99.5"), commission("e2", "0.50")])
     assert await pool.fetchval("SELECT count(*) FROM pending_commissions") == 0
     row = await pool.fetchrow("SELECT commission, cash_delta FROM transactions")
     assert row is not None

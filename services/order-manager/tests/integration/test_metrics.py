@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,8 +16,6 @@ from prometheus_client import REGISTRY
 
 from ibflow.bus.errors import Reject, RemoteError
 from ibflow.contracts import (
-    CommissionReported,
-    ExecutionReported,
     HaltTrading,
     OrderPurpose,
     OrderSide,
@@ -30,6 +27,8 @@ from ibflow.db import apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 
+from .conftest import o1_commission as commission
+from .conftest import o1_execution as execution
 from .conftest import seed_working_order
 
 pytestmark = pytest.mark.integration
@@ -60,38 +59,6 @@ async def pool(database_url: str, pid: str) -> AsyncIterator[asyncpg.Pool[Any]]:
         yield pool
 
 
-def execution(pid: str, exec_id: str, shares: int, cum: int) -> ExecutionReported:
-    return ExecutionReported(
-        portfolio_id=pid,
-        account_id="DU1",
-        exec_id=exec_id,
-        order_id=1,
-        perm_id=1001,
-        client_order_id="o1",
-        symbol="AAPL",
-        con_id=265598,
-        side=OrderSide.BUY,
-        shares=Decimal(shares),
-        price=Decimal(100),
-        cum_qty=Decimal(cum),
-        avg_price=Decimal(100),
-        exchange="ISLAND",
-        executed_at=datetime.now(UTC),
-    )
-
-
-def commission(
-    pid: str, exec_id: str, amount: str, realized_pnl: str | None = None
-) -> CommissionReported:
-    return CommissionReported(
-        portfolio_id=pid,
-        exec_id=exec_id,
-        commission=Decimal(amount),
-        currency="USD",
-        realized_pnl=None if realized_pnl is None else Decimal(realized_pnl),
-    )
-
-
 async def test_halting_sets_the_halted_gauge_and_resuming_clears_it(
     book: OrderBook, pid: str
 ) -> None:
@@ -118,19 +85,21 @@ async def test_halting_every_portfolio_sets_the_gauge_of_each(
 async def test_an_execution_and_its_commission_are_counted_once_booked(
     book: OrderBook, pid: str
 ) -> None:
-    await book.on_facts([execution(pid, "e1", 40, 40), commission(pid, "e1", "1.25")])
+    await book.on_facts(
+        [execution("e1", 40, 40, portfolio_id=pid), commission("e1", "1.25", portfolio_id=pid)]
+    )
     assert booked(pid) == 1
     assert commissions(pid) == 1.25
     # a commission reported later for an execution booked earlier counts too
-    await book.on_facts([execution(pid, "e2", 10, 50)])
-    await book.on_facts([commission(pid, "e2", "0.75")])
+    await book.on_facts([execution("e2", 10, 50, portfolio_id=pid)])
+    await book.on_facts([commission("e2", "0.75", portfolio_id=pid)])
     assert (booked(pid), commissions(pid)) == (2, 2.0)
 
 
 async def test_a_replayed_execution_does_not_count_twice_in_executions_booked(
     book: OrderBook, pid: str
 ) -> None:
-    facts = [execution(pid, "e1", 40, 40), commission(pid, "e1", "1.25")]
+    facts = [execution("e1", 40, 40, portfolio_id=pid), commission("e1", "1.25", portfolio_id=pid)]
     await book.on_facts([*facts, *facts])
     await book.on_facts(facts)
     assert booked(pid) == 1
@@ -140,9 +109,9 @@ async def test_a_replayed_execution_does_not_count_twice_in_executions_booked(
 async def test_a_parked_commission_counts_when_its_execution_books_it(
     book: OrderBook, pid: str
 ) -> None:
-    await book.on_facts([commission(pid, "e3", "0.50")])
+    await book.on_facts([commission("e3", "0.50", portfolio_id=pid)])
     assert commissions(pid) == 0
-    await book.on_facts([execution(pid, "e3", 10, 10)])
+    await book.on_facts([execution("e3", 10, 10, portfolio_id=pid)])
     assert (booked(pid), commissions(pid)) == (1, 0.5)
 
 
@@ -152,9 +121,9 @@ async def test_a_batch_rolled_back_counts_none_of_its_executions(
     with pytest.raises(Reject, match="e5"):
         await book.on_facts(
             [
-                execution(pid, "e4", 40, 40),
-                commission(pid, "e4", "1"),
-                execution(pid, "e5", 90, 130),
+                execution("e4", 40, 40, portfolio_id=pid),
+                commission("e4", "1", portfolio_id=pid),
+                execution("e5", 90, 130, portfolio_id=pid),
             ]
         )
     assert await pool.fetchval("SELECT count(*) FROM executions") == 0
@@ -165,11 +134,15 @@ async def test_a_fill_sets_realized_pnl_today_and_crossing_the_limit_sets_halted
     pool: asyncpg.Pool[Any], book: OrderBook, pid: str
 ) -> None:
     await pool.execute("UPDATE portfolios SET max_daily_loss = 100 WHERE id = $1", pid)
-    await book.on_facts([execution(pid, "e6", 10, 10), commission(pid, "e6", "1", "-90")])
+    await book.on_facts(
+        [execution("e6", 10, 10, portfolio_id=pid), commission("e6", "1", "-90", portfolio_id=pid)]
+    )
     assert sample("ibflow_om_realized_pnl_today", portfolio=pid) == -90
     assert sample("ibflow_om_max_daily_loss", portfolio=pid) == 100
     assert sample("ibflow_om_trading_halted", portfolio=pid) == 0
-    await book.on_facts([execution(pid, "e7", 10, 20), commission(pid, "e7", "1", "-20")])
+    await book.on_facts(
+        [execution("e7", 10, 20, portfolio_id=pid), commission("e7", "1", "-20", portfolio_id=pid)]
+    )
     assert sample("ibflow_om_realized_pnl_today", portfolio=pid) == -110
     assert sample("ibflow_om_trading_halted", portfolio=pid) == 1
     assert await pool.fetchval("SELECT trading_state FROM portfolios WHERE id = $1", pid) == (
@@ -181,7 +154,9 @@ async def test_a_submit_refreshes_realized_pnl_today_from_its_risk_context(
     book: OrderBook, pid: str
 ) -> None:
     # no daily loss limit: booking runs no daily loss check, so sets no P&L
-    await book.on_facts([execution(pid, "e8", 10, 10), commission(pid, "e8", "1", "-30")])
+    await book.on_facts(
+        [execution("e8", 10, 10, portfolio_id=pid), commission("e8", "1", "-30", portfolio_id=pid)]
+    )
     assert sample("ibflow_om_realized_pnl_today", portfolio=pid) is None
     cmd = SubmitOrder(
         portfolio_id=pid,
@@ -202,7 +177,9 @@ async def test_a_submit_refreshes_realized_pnl_today_from_its_risk_context(
 async def test_the_refresh_exports_every_portfolio_as_stored(
     pool: asyncpg.Pool[Any], book: OrderBook, pid: str
 ) -> None:
-    await book.on_facts([execution(pid, "e9", 10, 10), commission(pid, "e9", "1", "-40")])
+    await book.on_facts(
+        [execution("e9", 10, 10, portfolio_id=pid), commission("e9", "1", "-40", portfolio_id=pid)]
+    )
     await pool.execute(
         "UPDATE portfolios SET trading_state = 'halted', halted_reason = 'by hand',"
         " halted_at = now(), max_daily_loss = 500 WHERE id = $1",
