@@ -29,7 +29,11 @@ sure a second replica would not execute a command twice).
   its own at IB: its statuses, executions and commissions are published like any
   order's, under its own client order id. Cancelling the parent before it fills makes
   IB cancel the children; a child can be cancelled or modified by its own id.
-* Every message to IB first passes the connection's :class:`Pacer`.
+* Every message to IB first passes the connection's :class:`Pacer`, with a
+  :class:`~ibflow_gateway_bridge.pacing.Priority`: a cancel, and a place whose
+  ``purpose`` is ``exit``, are ``URGENT`` (they reduce risk, so they do not wait
+  behind a morning burst of entries); every other order, modification, preview and
+  the broker queries they wait for are ``ORDER``.
 * The broker's verdict (acceptance, 201 rejections, fills) arrives later as events
   published by :class:`~ibflow_gateway_bridge.events.BrokerEventPublisher`.
 
@@ -66,7 +70,7 @@ from ibflow.bus.subjects import (
     preview_broker_order,
     refresh_broker_state,
 )
-from ibflow.contracts.enums import OrderType
+from ibflow.contracts.enums import OrderPurpose, OrderType
 from ibflow.contracts.gateway import (
     BrokerOrderPreviewed,
     BrokerOrderSearched,
@@ -88,7 +92,7 @@ from ibflow.contracts.replies import (
 from ibflow_gateway_bridge.ib import IbClient
 from ibflow_gateway_bridge.ib.adapter import BracketChild, IbOrderError, Trade
 from ibflow_gateway_bridge.ib.mapping import order_status_changed
-from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
+from ibflow_gateway_bridge.pacing import Pacer, PacerClosed, Priority
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
@@ -241,7 +245,8 @@ class BrokerCommands:
                 )
             client = self._client
             qualify = 0 if client.knows_contract(cmd.symbol, "STK", cmd.exchange) else 1
-            await self._acquire(len(coids) + qualify)
+            urgent = cmd.purpose is OrderPurpose.EXIT
+            await self._acquire(len(coids) + qualify, Priority.URGENT if urgent else Priority.ORDER)
             self._pending_ack[coid] = received
             try:
                 order_ids = await self._send_place(cmd)
@@ -314,7 +319,7 @@ class BrokerCommands:
         self._check(cmd.portfolio_id)
         coid = cmd.client_order_id
         async with self._order_lock(coid):
-            trade = await self._own_trade(coid)
+            trade = await self._own_trade(coid, Priority.URGENT)
             if trade.orderStatus.status in _DONE_STATUSES:
                 return CommandAccepted.of(
                     cmd,
@@ -322,7 +327,7 @@ class BrokerCommands:
                     client_order_ids=(coid,),
                     detail=f"nothing to cancel: {_describe(trade)}",
                 )
-            await self._acquire()
+            await self._acquire(priority=Priority.URGENT)
             self._send(lambda: self._client.cancel_order(trade.order.orderId))
         return CommandAccepted.of(
             cmd, client_order_ids=(coid,), detail=f"cancel sent: {_describe(trade)}"
@@ -446,10 +451,10 @@ class BrokerCommands:
             state = self._connection.state.value
             raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id} is {state}")
 
-    async def _acquire(self, n: int = 1) -> None:
+    async def _acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
         """Wait for the pacer, then re-check the state (the wait may have been long)."""
         try:
-            await self._pacer.acquire(n)
+            await self._pacer.acquire(n, priority)
         except PacerClosed as exc:
             raise RemoteError(NOT_READY, str(exc)) from None
         self._check(self.portfolio_id)
@@ -480,8 +485,9 @@ class BrokerCommands:
             else:
                 self._locks[coid] = (lock, users - 1)
 
-    async def _own_trade(self, coid: str) -> Trade:
-        """This session's order of ``coid`` (refreshing open orders once if unknown)."""
+    async def _own_trade(self, coid: str, priority: Priority = Priority.ORDER) -> Trade:
+        """This session's order of ``coid`` (refreshing open orders once if unknown,
+        paced with ``priority``)."""
         own = self._client.own_client_id
         for attempt in range(2):
             trades = self._client.trades_by_ref(coid)
@@ -495,15 +501,18 @@ class BrokerCommands:
                     f"not this session's {own}"
                 )
             if attempt == 0:
-                await self._query(self._client.open_orders, "open orders")
+                await self._query(self._client.open_orders, "open orders", priority)
         raise RemoteError(
             NOT_FOUND, f"client_order_id: no order {coid!r} at the broker for {self.portfolio_id}"
         )
 
     async def _query(
-        self, call: Callable[[float], Awaitable[list[Trade]]], what: str
+        self,
+        call: Callable[[float], Awaitable[list[Trade]]],
+        what: str,
+        priority: Priority = Priority.ORDER,
     ) -> list[Trade]:
-        await self._acquire()
+        await self._acquire(priority=priority)
         try:
             return await call(self._query_timeout)
         except TimeoutError:

@@ -17,8 +17,20 @@ every request the bridge sends through a connection first passes ONE shared
   IB measuring its window differently from us.
 
 A 09:15 burst of orders across portfolios therefore **queues, it never fails**:
-:meth:`Pacer.acquire` waits its turn, in arrival order (FIFO), and only raises
-:class:`PacerClosed` when the connection goes away.
+:meth:`Pacer.acquire` waits its turn and only raises :class:`PacerClosed` when the
+connection goes away.
+
+**Whose turn: by :class:`Priority`, then in arrival order.** A queue that is strictly
+first-in-first-out makes a stop-loss exit wait behind every entry of a 500-order
+morning burst (12.5 s at 40/s), and an order wait behind market data requests that
+could as well leave later. So each message is paced with a priority:
+:attr:`Priority.URGENT` (cancels and exit orders: they reduce risk) before
+:attr:`Priority.ORDER` (entries, manual orders, modifications, and the queries that
+decide whether an order may be sent) before :attr:`Priority.DATA` (market data
+requests and cancellations); messages of one priority leave in arrival order. A
+message that arrives while one of lower priority sleeps for its turn takes that turn.
+A lower priority can only be held back while higher ones keep the window full: the
+exits and cancels of a portfolio are bounded by its positions and orders.
 
 **Why a sliding window and not a classic token bucket.** A bucket of capacity ``B``
 refilled at ``r`` tokens/s lets ``B + r`` messages through in one second: with
@@ -38,8 +50,12 @@ so tests drive it with a fake clock and never really sleep.
 from __future__ import annotations
 
 import asyncio
+import enum
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import Counter, Gauge
@@ -51,6 +67,7 @@ __all__ = [
     "QUEUE_DEPTH",
     "Pacer",
     "PacerClosed",
+    "Priority",
 ]
 
 DEFAULT_RATE: Final = 40
@@ -78,17 +95,42 @@ PACED_MESSAGES: Final = Counter(
 )
 
 
+class Priority(enum.IntEnum):
+    """Whose turn comes first in a :class:`Pacer` (lower first; see the module docstring)."""
+
+    URGENT = 0
+    """Cancels and exit orders: they reduce risk."""
+    ORDER = 1
+    """Entries, manual orders, modifications, what-if previews, and the broker queries
+    an order waits for."""
+    DATA = 2
+    """Market data requests and cancellations."""
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """One :meth:`Pacer.acquire` in the queue; ``poke`` wakes it to look again."""
+
+    n: int
+    poke: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self.poke is not None and not self.poke.done():
+            self.poke.set_result(None)
+
+
 class PacerClosed(Exception):  # noqa: N818 - the name reads as the condition, like TimeoutError
     """The pacer was closed (the connection went away): the message must not be sent."""
 
 
 class Pacer:
-    """FIFO rate limiter shared by every request of one IB connection.
+    """Rate limiter shared by every request of one IB connection.
 
     At most ``rate`` messages complete :meth:`acquire` in any 1-s window (see the
     module docstring for why 40 by default, and why a sliding window). Waiters are
-    served strictly in arrival order, so a large request cannot be starved by a
-    stream of small ones and orders leave in the order they were placed.
+    served by :class:`Priority`, then in arrival order: within a priority a large
+    request cannot be starved by a stream of small ones, and orders leave in the order
+    they were placed.
 
     ``portfolio`` labels the metrics: ``ibflow_bridge_pacer_queue_depth`` (messages
     waiting) and ``ibflow_bridge_paced_messages_total`` (messages let through).
@@ -129,11 +171,10 @@ class Pacer:
         """Completion times of the messages of the last window, oldest first."""
         self._tokens = float(burst)
         self._tokens_at: float | None = None
-        self._lock = asyncio.Lock()
-        """FIFO: asyncio.Lock hands itself to its waiters in arrival order."""
+        self._queue: list[tuple[int, int, _Waiter]] = []
+        """Heap of the waiters: (priority, arrival number, waiter); its head has the turn."""
+        self._arrivals = itertools.count()
         self._closed = False
-        self._wakeup: asyncio.Future[None] | None = None
-        """Set while the head of the queue sleeps, so :meth:`close` can wake it."""
         self._depth = 0
         # inc/dec rather than set: a closed pacer still draining its waiters and the
         # next connection's pacer share the label.
@@ -160,8 +201,9 @@ class Pacer:
         """Whether :meth:`close` was called."""
         return self._closed
 
-    async def acquire(self, n: int = 1) -> None:
-        """Wait until ``n`` messages may be sent now, in FIFO order, and count them.
+    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
+        """Wait until ``n`` messages may be sent now, in ``priority`` order then in
+        arrival order, and count them.
 
         Call it right before sending; ``n`` > 1 for a request that is several
         messages (e.g. a bracket order: parent and two children). Raises
@@ -173,32 +215,60 @@ class Pacer:
             raise ValueError(f"n must be between 1 and burst ({self._burst}), got {n}")
         if self._closed:
             raise PacerClosed(f"pacer of portfolio {self._portfolio!r} is closed")
+        if not self._queue and self._delay(n, self._clock()) <= 0:
+            self._record(n, self._clock())
+            self._sent_counter.inc(n)
+            return
+        waiter = _Waiter(n)
+        entry = (int(priority), next(self._arrivals), waiter)
+        head = self._queue[0] if self._queue else None
+        heapq.heappush(self._queue, entry)
+        if head is not None and self._queue[0] is entry:
+            head[2].wake()  # it may be sleeping for the turn that is now this one's
         self._depth += n
         self._depth_gauge.inc(n)
         try:
-            async with self._lock:
-                while True:
-                    if self._closed:
-                        raise PacerClosed(f"pacer of portfolio {self._portfolio!r} is closed")
-                    delay = self._delay(n, self._clock())
-                    if delay <= 0:
-                        break
-                    await self._sleep_unless_closed(delay)
-                self._record(n, self._clock())
+            await self._wait_turn(entry)
         finally:
             self._depth -= n
             self._depth_gauge.dec(n)
+            if entry in self._queue:  # cancelled, or closed while waiting
+                was_head = self._queue[0] is entry
+                self._queue.remove(entry)
+                heapq.heapify(self._queue)
+                if was_head and self._queue:
+                    self._queue[0][2].wake()
         self._sent_counter.inc(n)
+
+    async def _wait_turn(self, entry: tuple[int, int, _Waiter]) -> None:
+        """Sleep until ``entry`` heads the queue and its messages fit the window, then
+        take it out of the queue, record its messages and hand the turn on."""
+        waiter = entry[2]
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                raise PacerClosed(f"pacer of portfolio {self._portfolio!r} is closed")
+            waiter.poke = loop.create_future()
+            if self._queue[0] is not entry:
+                await waiter.poke
+                continue
+            delay = self._delay(waiter.n, self._clock())
+            if delay <= 0:
+                break
+            await self._sleep_unless_poked(delay, waiter.poke)
+        heapq.heappop(self._queue)
+        self._record(waiter.n, self._clock())
+        if self._queue:
+            self._queue[0][2].wake()
 
     def close(self) -> None:
         """Close for good: every current and future :meth:`acquire` raises :class:`PacerClosed`.
 
-        Idempotent. Waiters wake at once (the one sleeping for its turn included),
-        in their queue order.
+        Idempotent. Waiters wake at once (the one sleeping for its turn included).
         """
         self._closed = True
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        for _, _, waiter in self._queue:
+            waiter.wake()
 
     def _delay(self, n: int, now: float) -> float:
         """Seconds until ``n`` messages may be sent (<= 0: now)."""
@@ -227,19 +297,14 @@ class Pacer:
         if self._burst < self._rate:
             self._tokens = max(0.0, self._tokens - n)
 
-    async def _sleep_unless_closed(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        wakeup: asyncio.Future[None] = loop.create_future()
-        self._wakeup = wakeup
+    async def _sleep_unless_poked(self, delay: float, poke: asyncio.Future[None]) -> None:
         sleeper = asyncio.ensure_future(self._sleep(delay))
         try:
-            await asyncio.wait({sleeper, wakeup}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, poke}, return_when=asyncio.FIRST_COMPLETED)
             if sleeper.done():
                 sleeper.result()  # a failing sleep must not pass silently
         finally:
-            self._wakeup = None
             sleeper.cancel()
-            wakeup.cancel()
 
 
 def _loop_time() -> float:

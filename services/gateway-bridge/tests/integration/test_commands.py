@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from ibflow.bus import request, subjects
 from ibflow.bus.errors import RemoteError, RequestError
-from ibflow.contracts.enums import ConnectionState, OrderSide, OrderType
+from ibflow.contracts.enums import ConnectionState, OrderPurpose, OrderSide, OrderType
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import (
     BrokerOrderPreviewed,
@@ -323,6 +323,40 @@ async def test_burst_of_200_orders_produces_no_error_100(
     assert 100 not in codes
     assert elapsed < 15, elapsed
     assert bridge.connection.state is ConnectionState.READY
+
+
+async def test_an_exit_is_sent_before_entries_queued_for_the_message_rate(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+) -> None:
+    p = "cmd-prio"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=29))
+    await bridge.wait_ready()
+    pacer = Pacer(p, rate=4)
+    commands = BrokerCommands(p, nc, bridge.connection, pacer, reconciler=bridge.reconciler)
+    await commands.start()
+    try:
+        await _send(nc, _place(p, "warm", order_type=OrderType.LMT, limit_price=Decimal(1)))
+        entries = [
+            _place(p, f"entry-{i}", order_type=OrderType.LMT, limit_price=Decimal(100))
+            for i in range(10)
+        ]
+        sending = [asyncio.ensure_future(_send(nc, cmd, wait=10)) for cmd in entries]
+        await wait_until(lambda: pacer.queue_depth >= 6)
+        exit_ = _place(p, "exit-1", side=OrderSide.SELL, purpose=OrderPurpose.EXIT)
+
+        await _send(nc, exit_, wait=10)
+        await asyncio.gather(*sending)
+    finally:
+        await commands.stop()
+
+    [exit_order] = _sim_orders(gateway_sim, "exit-1")
+    entry_ids = [o.order_id for e in entries for o in _sim_orders(gateway_sim, e.client_order_id)]
+    assert len(entry_ids) == 10
+    # at most 3 entries fitted the first second's window with the warm-up order; the
+    # exit took the next turn, ahead of every entry still waiting
+    assert sum(order_id > exit_order.order_id for order_id in entry_ids) >= 6
 
 
 async def test_a_failed_broker_query_refuses_the_place_command(

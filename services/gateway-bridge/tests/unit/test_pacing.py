@@ -12,7 +12,7 @@ import itertools
 import pytest
 from prometheus_client import REGISTRY
 
-from ibflow_gateway_bridge.pacing import DEFAULT_RATE, Pacer, PacerClosed
+from ibflow_gateway_bridge.pacing import DEFAULT_RATE, Pacer, PacerClosed, Priority
 
 _portfolio_ids = itertools.count()
 
@@ -254,6 +254,71 @@ async def test_default_clock_is_the_running_loop() -> None:
 
     await asyncio.wait_for(asyncio.gather(*(pacer.acquire() for _ in range(3))), 1.0)
 
+    assert pacer.queue_depth == 0
+
+
+async def test_an_exit_overtakes_queued_entries_which_overtake_market_data() -> None:
+    time = FakeTime()
+    pacer = paced(time, portfolio_label(), rate=2)
+    done: list[str] = []
+
+    async def one(name: str, priority: Priority) -> None:
+        await pacer.acquire(priority=priority)
+        done.append(name)
+
+    arrivals = [
+        ("first", Priority.DATA),
+        ("second", Priority.DATA),
+        ("data-1", Priority.DATA),
+        ("entry-1", Priority.ORDER),
+        ("data-2", Priority.DATA),
+        ("entry-2", Priority.ORDER),
+        ("exit", Priority.URGENT),
+    ]
+    await asyncio.gather(*(one(name, priority) for name, priority in arrivals))
+
+    # the first two fit the idle window; then priority, and arrival order within one
+    assert done == ["first", "second", "exit", "entry-1", "entry-2", "data-1", "data-2"]
+
+
+async def test_an_exit_takes_the_turn_a_market_data_request_was_sleeping_for() -> None:
+    time = GatedTime()
+    pacer = paced(time, portfolio_label(), rate=1)
+    done: list[tuple[str, float]] = []
+
+    async def one(name: str, priority: Priority) -> None:
+        await pacer.acquire(priority=priority)
+        done.append((name, time.now))
+
+    await one("sent", Priority.DATA)
+    data = asyncio.ensure_future(one("data", Priority.DATA))
+    await asyncio.sleep(0)  # the data request heads the queue, asleep until t+1
+    exit_ = asyncio.ensure_future(one("exit", Priority.URGENT))
+    for _ in range(5):  # the data request wakes, gives up its sleep and queues again
+        await asyncio.sleep(0)
+    assert pacer.queue_depth == 2
+
+    time.gate.set()
+    await asyncio.wait_for(asyncio.gather(data, exit_), 1.0)
+
+    assert done == [("sent", 1000.0), ("exit", 1001.0), ("data", 1002.0)]
+    assert pacer.queue_depth == 0
+
+
+async def test_close_wakes_waiters_of_every_priority() -> None:
+    pacer = Pacer(portfolio_label(), rate=1, clock=FakeTime().clock, sleep=never_wakes)
+    await pacer.acquire()
+    waiters = [
+        asyncio.ensure_future(pacer.acquire(priority=priority))
+        for priority in (Priority.DATA, Priority.URGENT, Priority.ORDER)
+    ]
+    await asyncio.sleep(0)
+    assert pacer.queue_depth == 3
+
+    pacer.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 1.0)
+
+    assert all(isinstance(result, PacerClosed) for result in results)
     assert pacer.queue_depth == 0
 
 

@@ -267,7 +267,7 @@ class OrderBook:
         return refusal
 
     async def _send(self, cmd: SubmitOrder, order: repo.Order) -> CommandAccepted:
-        terms = cmd.model_dump(include=set(_TERMS) | {"portfolio_id", "client_order_id"})
+        terms = cmd.model_dump(include=set(_TERMS) | {"portfolio_id", "client_order_id", "purpose"})
         answer = await self._broker.place(
             PlaceBrokerOrder.model_validate({**terms, **cmd.caused()})
         )

@@ -26,6 +26,7 @@ from ibflow.contracts import (
     OrderPurpose,
     OrderSide,
     OrderType,
+    PlaceBrokerOrder,
     Recommendation,
     SessionEventEmitted,
     SubmitOrder,
@@ -291,6 +292,34 @@ async def test_halted_portfolio_refuses_entries_but_takes_exits(stack: Stack) ->
         limit_price=Decimal("99"),
     )
     assert exit_order.duplicate is False
+
+
+async def test_an_exit_reaches_the_bridge_marked_as_an_exit(stack: Stack) -> None:
+    """The bridge paces exits ahead of entries: it must be told which orders are exits."""
+    sent: list[PlaceBrokerOrder] = []
+
+    async def spy(msg: Any) -> None:
+        sent.append(PlaceBrokerOrder.model_validate_json(msg.data))
+
+    sub = await stack.nc.subscribe(subjects.place_broker_order("om"), cb=spy)
+    try:
+        await stack.submit("plain-1", limit_price=Decimal("99"))
+        await stack.submit(
+            "exit-1",
+            side=OrderSide.SELL,
+            purpose=OrderPurpose.EXIT,
+            position_id="pos-1",
+            exit_reason="stop",
+            limit_price=Decimal("99"),
+        )
+        await wait_for(lambda: len(sent) == 2)
+    finally:
+        await sub.unsubscribe()
+
+    assert {cmd.client_order_id: cmd.purpose for cmd in sent} == {
+        "plain-1": OrderPurpose.MANUAL,
+        "exit-1": OrderPurpose.EXIT,
+    }
 
 
 async def test_stale_sweep_cancels_a_partly_filled_order_releasing_only_the_remainder(

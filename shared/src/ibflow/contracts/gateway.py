@@ -30,6 +30,7 @@ from ibflow.contracts.enums import (
     BrokerQuery,
     ConnectionState,
     GatewayType,
+    OrderPurpose,
     OrderSide,
     TimeInForce,
 )
@@ -166,6 +167,10 @@ class PlaceBrokerOrder(OrderTerms, Command):
     ``OPG``), and its ``client_order_id`` must leave room for the 3-character suffixes.
     """
 
+    purpose: OrderPurpose | None = None
+    """Why the order exists (its ``SubmitOrder``'s purpose). The bridge sends an ``exit``
+    ahead of the other orders waiting for IB's message rate (a stop must not wait behind
+    a morning burst of entries); ``None`` (an older order-manager) is an ordinary order."""
     take_profit_price: PositiveMoney | None = None
     """Bracket: limit price of the take-profit child (``LMT``, opposite side, parent's
     quantity; client order id ``<client_order_id>:tp``). Above the entry for a ``BUY``
