@@ -56,7 +56,13 @@ async def start_connections(rt: Runtime[GatewayBridgeSettings]) -> None:
         reconciler = Reconciler(connection, events)
         pacer = Pacer(config.id)
         commands = BrokerCommands(config.id, rt.nats, connection, pacer, reconciler=reconciler)
-        feed = MarketDataFeed(config.id, rt.nats, connection, pacer)
+        feed = MarketDataFeed(
+            config.id,
+            rt.nats,
+            connection,
+            pacer,
+            linger_seconds=rt.settings.market_data_linger_seconds,
+        )
         router.add_feed(feed)
         rt.add_check(f"ib:{config.id}", _accepts_orders(connection))
         return PortfolioWorker(

@@ -10,9 +10,18 @@ and publishes every tick as a :class:`MarketDataTick` on core NATS
   ``requested_by``; each (re)subscription leases the symbol for ``lease_seconds``
   (60 s by default: the contracts carry no lease, so a requester renews by sending
   the same subscribe again). IB is asked for a symbol (``reqMktData``, paced) when its
-  first holder arrives and told to stop (``cancelMktData``) when its last one leaves,
-  by unsubscribing or by letting the lease run out (checked every
-  ``expire_interval`` seconds).
+  first holder arrives. When its last one leaves, by unsubscribing or by letting the
+  lease run out (checked every ``expire_interval`` seconds), the line **lingers** for
+  ``linger_seconds`` (30 s by default, ``IBFLOW_MARKET_DATA_LINGER_SECONDS``) and is
+  only then told to stop (``cancelMktData``, paced). A holder coming back meanwhile
+  gets the streaming line with nothing sent to IB: the position-monitor releases a
+  symbol when its last position there closes and subscribes again when the next one
+  opens, often within a second, and each cancel/re-request pair spent two of the
+  connection's pacer tokens (IB allows 50 messages per second per connection, we
+  pace at 40, shared with the orders, which waited behind them). Ticks of a lingering
+  line are still published (core NATS, harmless without a subscriber). At the line
+  limit a new symbol evicts the lingering line that would end first (cancelled before
+  the new one is requested). ``linger_seconds=0`` cancels at once.
 * Refusals: ``not_ready`` with the connection state while it does not accept orders;
   ``not_found`` for another portfolio; ``invalid_request`` naming an unknown symbol;
   ``refused`` with the registry's reason at the line limit. A refused or failed
@@ -21,7 +30,10 @@ and publishes every tick as a :class:`MarketDataTick` on core NATS
   the old lines are dead (forgotten without a message to IB) and after a 1101 or a
   data farm coming back (``transition.resubscribe``) IB dropped them (cancelled, then
   requested again): every :meth:`SubscriptionRegistry.active` symbol is requested
-  anew, no new subscribe command needed.
+  anew, no new subscribe command needed. Lingering lines are not replayed: the replay
+  drops them from the registry (forgotten when dead, cancelled after a 1101), so a
+  later subscribe requests them anew rather than finding a dead line "active". A line
+  cancelled while dead (not yet replayed) is only forgotten.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from ibflow.contracts.market_data import (
 from ibflow.contracts.replies import INVALID_REQUEST, NOT_FOUND, NOT_READY, TIMEOUT, CommandAccepted
 from ibflow_gateway_bridge.domain.connection import Transition
 from ibflow_gateway_bridge.domain.subscriptions import (
+    DEFAULT_LINGER_SECONDS,
     SubscribeOutcome,
     SubscriptionRegistry,
     normalise_symbol,
@@ -57,7 +70,7 @@ from ibflow_gateway_bridge.ib.adapter import MarketTick, TickHandle
 from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "MarketDataFeed", "MarketDataRouter"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_LINGER_SECONDS", "MarketDataFeed", "MarketDataRouter"]
 
 log = logging.getLogger("ibflow.gateway_bridge.market_data")
 
@@ -73,7 +86,13 @@ _TICK_QUEUE: Final = 10_000
 
 
 class MarketDataFeed:
-    """Market data subscriptions of one portfolio's connection (start/stop with its worker)."""
+    """Market data subscriptions of one portfolio's connection (start/stop with its worker).
+
+    ``linger_seconds`` is how long a line nobody holds any more is kept before it is
+    cancelled (:data:`DEFAULT_LINGER_SECONDS`; 0 cancels at once). It configures the
+    registry the feed creates; a given ``registry`` keeps its own linger (passing a
+    different ``linger_seconds`` with it is a :class:`ValueError`).
+    """
 
     def __init__(
         self,
@@ -84,12 +103,21 @@ class MarketDataFeed:
         registry: SubscriptionRegistry | None = None,
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        linger_seconds: float | None = None,
         expire_interval: float = 5.0,
         query_timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
-        self.registry = registry if registry is not None else SubscriptionRegistry()
+        if registry is None:
+            linger = DEFAULT_LINGER_SECONDS if linger_seconds is None else linger_seconds
+            registry = SubscriptionRegistry(linger_seconds=linger)
+        elif linger_seconds is not None and linger_seconds != registry.linger_seconds:
+            raise ValueError(
+                f"linger_seconds={linger_seconds:g} contradicts the given registry's "
+                f"{registry.linger_seconds:g}"
+            )
+        self.registry = registry
         self._nc = nc
         self._connection = connection
         self._pacer = pacer
@@ -138,70 +166,101 @@ class MarketDataFeed:
 
     async def subscribe(self, cmd: SubscribeMarketData) -> CommandAccepted:
         """Hold every symbol for ``cmd.requested_by`` (renewing its lease); request the
-        new ones from IB, and with ``cmd.refresh`` the streaming ones again. All or
-        nothing: a refusal undoes this command's new holdings."""
+        new ones from IB (after cancelling a lingering line evicted at the line limit),
+        and with ``cmd.refresh`` the streaming ones again. A lingering line is held
+        again without a message to IB. All or nothing: a refusal undoes this command's
+        new holdings (an evicted line stays cancelled)."""
         self._check(cmd)
         holder = cmd.requested_by
+        done: dict[str, list[str]] = {
+            "cancelled lingering": [],  # evicted at the line limit
+            "subscribed": [],
+            "resumed lingering": [],
+            "renewed": [],
+            "refreshed": [],
+        }
         async with self._lock:
             self._check(cmd)
-            added: list[str] = []
-            renewed: list[str] = []
-            refreshed: list[str] = []
             try:
                 for raw in cmd.symbols:
-                    result = self.registry.subscribe(raw, holder, self._now(), self._lease)
-                    if result.outcome is SubscribeOutcome.REFUSED:
-                        raise Reject(result.reason or f"cannot subscribe {result.symbol}")
-                    if result.outcome is SubscribeOutcome.ACTIVE:
-                        if cmd.refresh and result.symbol in self._handles:
-                            await self._cancel(result.symbol)
-                            await self._request(result.symbol)
-                            refreshed.append(result.symbol)
-                        else:
-                            renewed.append(result.symbol)
-                        continue
-                    added.append(result.symbol)
-                    await self._request(result.symbol)
+                    await self._subscribe_one(raw, holder, done, refresh=cmd.refresh)
             except BaseException:
-                for symbol in added:
-                    if self.registry.unsubscribe(symbol, holder):
+                now = self._now()
+                for symbol in done["subscribed"]:  # no line, or one only this command wanted
+                    if self.registry.unsubscribe(symbol, holder, now, linger=False):
+                        await self._cancel(symbol)
+                for symbol in done["resumed lingering"]:  # back to lingering, if still a line
+                    linger = symbol in self._handles
+                    if self.registry.unsubscribe(symbol, holder, now, linger=linger):
                         await self._cancel(symbol)
                 raise
-        parts = []
-        if added:
-            parts.append(f"subscribed {', '.join(added)}")
-        if renewed:
-            parts.append(f"renewed {', '.join(renewed)}")
-        if refreshed:
-            parts.append(f"refreshed {', '.join(refreshed)}")
+        parts = [f"{what} {', '.join(symbols)}" for what, symbols in done.items() if symbols]
         return CommandAccepted.of(
             cmd, detail=f"{'; '.join(parts)} for {holder} (lease {self._lease:g}s)"
         )
 
+    async def _subscribe_one(
+        self, raw: str, holder: str, done: dict[str, list[str]], *, refresh: bool
+    ) -> None:
+        """Register one symbol of a subscribe and send IB what it needs (under the lock);
+        record what was done in ``done`` (for the reply and to undo a failed command)."""
+        lingered = self.registry.lingering_until(raw) is not None
+        result = self.registry.subscribe(raw, holder, self._now(), self._lease)
+        symbol = result.symbol
+        if result.outcome is SubscribeOutcome.REFUSED:
+            raise Reject(result.reason or f"cannot subscribe {symbol}")
+        if result.evict is not None:
+            done["cancelled lingering"].append(result.evict)
+            await self._cancel(result.evict)
+        if result.outcome is SubscribeOutcome.NEW:
+            done["subscribed"].append(symbol)
+            await self._request(symbol)
+            return
+        if lingered:
+            done["resumed lingering"].append(symbol)
+        if refresh and symbol in self._handles:
+            await self._cancel(symbol)
+            await self._request(symbol)
+            done["refreshed"].append(symbol)
+        elif not lingered:
+            done["renewed"].append(symbol)
+
     async def unsubscribe(self, cmd: UnsubscribeMarketData) -> CommandAccepted:
-        """Drop ``cmd.requested_by``'s holdings; cancel the symbols nobody holds any more."""
+        """Drop ``cmd.requested_by``'s holdings; the symbols nobody holds any more linger
+        (or, with no linger, are cancelled at once)."""
         self._check(cmd)
         cancelled: list[str] = []
+        kept: list[str] = []
         async with self._lock:
             for raw in cmd.symbols:
                 symbol = normalise_symbol(raw)
-                if self.registry.unsubscribe(symbol, cmd.requested_by):
+                lingered = self.registry.lingering_until(symbol) is not None
+                if self.registry.unsubscribe(symbol, cmd.requested_by, self._now()):
                     await self._cancel(symbol)
                     cancelled.append(symbol)
+                elif not lingered and self.registry.lingering_until(symbol) is not None:
+                    kept.append(symbol)
         detail = f"released {', '.join(normalise_symbol(s) for s in cmd.symbols)}"
         if cancelled:
             detail += f"; cancelled {', '.join(cancelled)}"
+        if kept:
+            lines = "line" if len(kept) == 1 else "lines"
+            linger = self.registry.linger_seconds
+            detail += f"; {lines} of {', '.join(kept)} kept for {linger:g}s"
         return CommandAccepted.of(cmd, detail=detail)
 
     async def expire(self, now: float) -> list[str]:
-        """Drop the leases ended at ``now``; cancel (and return) the orphaned symbols."""
+        """Drop the leases ended at ``now`` (their orphaned symbols start to linger) and
+        cancel (and return) the symbols whose linger ended."""
         async with self._lock:
-            orphaned = self.registry.expire(now)
-            for symbol in orphaned:
+            ended = self.registry.expire(now)
+            for symbol in ended:
                 await self._cancel(symbol)
-        if orphaned:
-            log.info("%s: leases expired, cancelled %s", self.portfolio_id, ", ".join(orphaned))
-        return orphaned
+        if ended:
+            log.info(
+                "%s: no holder and linger over, cancelled %s", self.portfolio_id, ", ".join(ended)
+            )
+        return ended
 
     # ------------------------------------------------------------------ internals
 
@@ -240,9 +299,13 @@ class MarketDataFeed:
             raise RemoteError(NOT_READY, f"portfolio {self.portfolio_id}: {exc}") from None
 
     async def _cancel(self, symbol: str) -> None:
-        """Paced ``cancelMktData`` of ``symbol`` (only forgotten if the pacer is closed)."""
+        """Paced ``cancelMktData`` of ``symbol`` (only forgotten if the pacer is closed,
+        or if its line died with the connection and has not been replayed yet)."""
         handle = self._handles.pop(symbol, None)
         if handle is None:
+            return
+        if self._lines_dead:
+            self._client.forget_ticks(handle)
             return
         try:
             await self._pacer.acquire()
@@ -281,8 +344,11 @@ class MarketDataFeed:
 
     async def _replay_once(self) -> None:
         dead, self._lines_dead = self._lines_dead, False
+        # Lingering lines are not replayed: dropped from the registry (a later subscribe
+        # is NEW and requests them), their handles forgotten or cancelled with the rest.
+        lingering = self.registry.drop_lingering()
         symbols = self.registry.active()
-        for symbol in symbols:
+        for symbol in lingering + symbols:
             handle = self._handles.pop(symbol, None)
             if handle is None:
                 continue
@@ -338,7 +404,7 @@ class MarketDataFeed:
             try:
                 await self.expire(self._now())
             except Exception:
-                log.exception("%s: lease expiry failed", self.portfolio_id)
+                log.exception("%s: lease and linger expiry failed", self.portfolio_id)
 
 
 class MarketDataRouter:

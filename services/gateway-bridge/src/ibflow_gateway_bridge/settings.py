@@ -28,6 +28,11 @@ class GatewayBridgeSettings(CommonSettings):
     gateway_type: GatewayType | None = None
     portfolio_reload_interval: float = Field(default=60.0, gt=0)
     """Re-read the portfolios table this often even without a ``PortfolioChanged``."""
+    market_data_linger_seconds: float = Field(default=30.0, ge=0)
+    """Keep a market data line nobody holds any more this long before ``cancelMktData``
+    (``IBFLOW_MARKET_DATA_LINGER_SECONDS``; 0 cancels at once): a symbol released and
+    subscribed again within it costs IB no message (IB allows 50 per second per
+    connection, shared with the orders)."""
 
     def timings(self) -> ConnectionTimings:
         """The :class:`ConnectionTimings` these settings describe."""

@@ -2,7 +2,9 @@
 
 Subscribe/unsubscribe commands go through ``ibflow.bus.request``; ticks are read from a
 core NATS subscription on ``subjects.market_data(symbol)``; the simulator's sessions
-show which lines IB (the simulator) holds. Prices are moved with ``faults.set_price``.
+show which lines IB (the simulator) holds, and their request ids which requests it
+received (a cancel removes an id, a new ``reqMktData`` adds one). Prices are moved with
+``faults.set_price``.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ async def test_market_data_resumes_after_reconnect(
     await ticks.wait_last("193.75")
 
 
-async def test_unsubscribe_last_holder_cancels(
+async def test_without_linger_unsubscribe_of_the_last_holder_cancels_at_once(
     gateway_sim: GatewaySimulator,
     nc: NatsClient,
     start_portfolio: Callable[..., Bridge],
@@ -246,7 +248,7 @@ async def test_unsubscribe_last_holder_cancels(
 ) -> None:
     p = "md4"
     bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=44))
-    feed = await start_feed(bridge)
+    feed = await start_feed(bridge, linger_seconds=0)
     await bridge.wait_ready()
     await _send(nc, _subscribe(p, "AAPL", by="alice"))
     await _send(nc, _subscribe(p, "AAPL", by="bob"))
@@ -275,13 +277,183 @@ async def test_expired_lease_cancels_the_orphaned_line(
 ) -> None:
     p = "md5"
     bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=45))
-    feed = await start_feed(bridge, lease_seconds=0.3, expire_interval=0.05)
+    feed = await start_feed(bridge, lease_seconds=0.3, linger_seconds=0, expire_interval=0.05)
     await bridge.wait_ready()
     await _send(nc, _subscribe(p, "AAPL", by="crashed-client"))
     assert _sim_lines(gateway_sim) == ["AAPL"]
 
     await wait_until(lambda: _sim_lines(gateway_sim) == [], within=3.0)
     assert feed.registry.active() == []
+
+
+async def test_position_closed_and_reopened_within_linger_keeps_the_line(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md10"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=53))
+    feed = await start_feed(bridge, linger_seconds=30.0)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", by="position-monitor"))
+    requested = _sim_request_ids(gateway_sim)
+    assert len(requested) == 1
+
+    released = await _send(nc, _unsubscribe(p, "AAPL", by="position-monitor"))
+
+    assert released.detail is not None
+    assert "line of AAPL kept for 30s" in released.detail
+    assert "cancelled" not in released.detail
+    assert feed.registry.active() == []
+    assert feed.registry.lingering() == ["AAPL"]
+    # The lingering line still streams, and its ticks are still published.
+    gateway_sim.faults.set_price("AAPL", "187.25")
+    await ticks.wait_last("187.25")
+
+    reopened = await _send(nc, _subscribe(p, "AAPL", by="position-monitor"))
+
+    assert reopened.detail is not None
+    assert "resumed lingering AAPL" in reopened.detail
+    assert feed.registry.active() == ["AAPL"]
+    assert feed.registry.lingering() == []
+    await asyncio.sleep(0.2)  # a cancel or a request would have reached the simulator
+    # Same request id: IB got neither a cancelMktData nor a second reqMktData.
+    assert _sim_request_ids(gateway_sim) == requested
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+    gateway_sim.faults.set_price("AAPL", "187.50")
+    await ticks.wait_last("187.50")
+
+
+async def test_released_line_is_cancelled_at_ib_once_the_linger_is_over(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md11"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=54))
+    feed = await start_feed(bridge, linger_seconds=30.0, expire_interval=3600.0)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", "MSFT"))
+    released_at = asyncio.get_running_loop().time()  # the feed's clock
+    await _send(nc, _unsubscribe(p, "AAPL"))
+
+    assert await feed.expire(released_at + 29.0) == []
+    assert _sim_lines(gateway_sim) == ["AAPL", "MSFT"]
+    assert await feed.expire(released_at + 31.0) == ["AAPL"]
+
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    assert feed.registry.lingering() == []
+    assert feed.registry.active() == ["MSFT"]
+
+
+async def test_lingering_line_is_cancelled_by_the_expiry_loop(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md12"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=55))
+    feed = await start_feed(bridge, linger_seconds=0.3, expire_interval=0.05)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+
+    released = await _send(nc, _unsubscribe(p, "AAPL"))
+
+    assert released.detail is not None
+    assert "line of AAPL kept for 0.3s" in released.detail
+    assert _sim_lines(gateway_sim) == ["AAPL"]
+    await wait_until(lambda: _sim_lines(gateway_sim) == [], within=3.0)
+    assert len(feed.registry) == 0
+
+
+async def test_new_symbol_at_the_line_limit_cancels_the_lingering_line_first(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+) -> None:
+    p = "md13"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=56))
+    feed = await start_feed(bridge, registry=SubscriptionRegistry(max_lines=1, linger_seconds=30))
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL"))
+    await _send(nc, _unsubscribe(p, "AAPL"))
+
+    accepted = await _send(nc, _subscribe(p, "MSFT"))
+
+    assert accepted.detail is not None
+    assert "cancelled lingering AAPL" in accepted.detail
+    assert "subscribed MSFT" in accepted.detail
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    assert feed.registry.active() == ["MSFT"]
+    assert feed.registry.lingering() == []
+
+
+async def test_lingering_line_lost_in_a_reconnect_is_requested_again_by_the_next_subscribe(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md14"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=57))
+    feed = await start_feed(bridge, linger_seconds=30.0)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", "MSFT"))
+    await _send(nc, _unsubscribe(p, "AAPL"))
+    assert feed.registry.lingering() == ["AAPL"]
+
+    assert gateway_sim.faults.drop_connections() == 1
+    # Only the held symbol is replayed; the lingering line died and is forgotten.
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    await bridge.wait_ready()
+    assert feed.registry.lingering() == []
+    assert feed.registry.active() == ["MSFT"]
+
+    again = await _send(nc, _subscribe(p, "AAPL"))
+
+    assert again.detail is not None
+    assert "subscribed AAPL" in again.detail
+    assert _sim_lines(gateway_sim) == ["AAPL", "MSFT"]
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "189.75")
+    await ticks.wait_last("189.75")
+
+
+async def test_lingering_line_dropped_by_a_1101_is_requested_again_by_the_next_subscribe(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+    start_feed: Callable[..., Any],
+    ticks: Ticks,
+) -> None:
+    p = "md15"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=58))
+    feed = await start_feed(bridge, linger_seconds=30.0)
+    await bridge.wait_ready()
+    await _send(nc, _subscribe(p, "AAPL", "MSFT"))
+    await _send(nc, _unsubscribe(p, "AAPL"))
+
+    gateway_sim.faults.connectivity_lost()
+    await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+    gateway_sim.faults.connectivity_restored(data_lost=True)
+    await bridge.wait_ready()
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    await wait_until(lambda: feed.registry.lingering() == [])
+
+    again = await _send(nc, _subscribe(p, "AAPL"))
+
+    assert again.detail is not None
+    assert "subscribed AAPL" in again.detail
+    assert _sim_lines(gateway_sim) == ["AAPL", "MSFT"]
+    ticks.ticks.clear()
+    gateway_sim.faults.set_price("AAPL", "186.25")
+    await ticks.wait_last("186.25")
 
 
 async def test_unknown_symbol_is_refused_naming_it(
