@@ -184,8 +184,8 @@ class BrokerCommands:
         self._concurrency = concurrency
         self._subscriptions: list[Subscription] = []
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._snapshot: asyncio.Task[dict[str, Trade]] | None = None
-        self._snapshot_started = float("-inf")
+        self._snapshots: dict[Priority, tuple[asyncio.Task[dict[str, Trade]], float]] = {}
+        """The latest broker orders query of each priority, and when it started."""
         self._pending_ack: dict[str, float] = {}
         self._refreshes: set[asyncio.Task[BrokerSnapshotCompleted]] = set()
         self._ack = ORDER_ACK_SECONDS.labels(portfolio=portfolio_id)
@@ -233,9 +233,10 @@ class BrokerCommands:
         coid = cmd.client_order_id
         coids = cmd.bracket_client_order_ids()
         async with self._order_lock(coid):
+            priority = Priority.URGENT if cmd.purpose is OrderPurpose.EXIT else Priority.ORDER
             existing = self._first(self._client.trades_by_ref(coid))
             if existing is None:
-                existing = await self._at_broker(coid, received)
+                existing = await self._at_broker(coid, received, priority)
             if existing is not None:
                 return CommandAccepted.of(
                     cmd,
@@ -245,8 +246,7 @@ class BrokerCommands:
                 )
             client = self._client
             qualify = 0 if client.knows_contract(cmd.symbol, "STK", cmd.exchange) else 1
-            urgent = cmd.purpose is OrderPurpose.EXIT
-            await self._acquire(len(coids) + qualify, Priority.URGENT if urgent else Priority.ORDER)
+            await self._acquire(len(coids) + qualify, priority)
             self._pending_ack[coid] = received
             try:
                 order_ids = await self._send_place(cmd)
@@ -526,36 +526,39 @@ class BrokerCommands:
                 NOT_READY, f"{what} query failed ({exc}); the order's presence is unknown"
             ) from None
 
-    async def _at_broker(self, coid: str, received: float) -> Trade | None:
+    async def _at_broker(
+        self, coid: str, received: float, priority: Priority = Priority.ORDER
+    ) -> Trade | None:
         """The broker's order with orderRef ``coid``, if any: from the connection's last
         complete orders snapshot when it is trustworthy (no query), else by querying
-        every open and completed order of the account."""
+        every open and completed order of the account (paced with ``priority``)."""
         if self._reconciler is not None:
             trusted, trade = self._reconciler.known_order(coid)
             if trusted:
                 return trade
-        return (await self._broker_orders(received)).get(coid)
+        return (await self._broker_orders(received, priority)).get(coid)
 
-    async def _broker_orders(self, received: float) -> dict[str, Trade]:
+    async def _broker_orders(self, received: float, priority: Priority) -> dict[str, Trade]:
         """Open and completed orders at the broker by orderRef, from a query that
-        started after ``received`` (shared by concurrent callers)."""
+        started after ``received``, shared by the concurrent callers of one priority (an
+        exit does not wait for a query queued behind a burst of entries)."""
         while True:
-            task = self._snapshot
-            if task is not None and self._snapshot_started >= received:
+            task, started = self._snapshots.get(priority, (None, float("-inf")))
+            if task is not None and started >= received:
                 return await asyncio.shield(task)
             if task is not None and not task.done():
                 await asyncio.wait({task})
                 continue
-            self._snapshot_started = asyncio.get_running_loop().time()
-            self._snapshot = asyncio.create_task(self._query_broker_orders())
-            self._snapshot.add_done_callback(_retrieve)
+            task = asyncio.create_task(self._query_broker_orders(priority))
+            task.add_done_callback(_retrieve)
+            self._snapshots[priority] = (task, asyncio.get_running_loop().time())
 
-    async def _query_broker_orders(self) -> dict[str, Trade]:
+    async def _query_broker_orders(self, priority: Priority) -> dict[str, Trade]:
         found: dict[str, Trade] = {}
-        for trade in await self._query(self._client.open_orders, "open orders"):
+        for trade in await self._query(self._client.open_orders, "open orders", priority):
             if trade.order.orderRef:
                 found.setdefault(trade.order.orderRef, trade)
-        for trade in await self._query(self._client.completed_orders, "completed orders"):
+        for trade in await self._query(self._client.completed_orders, "completed orders", priority):
             if trade.order.orderRef:
                 found.setdefault(trade.order.orderRef, trade)
         return found

@@ -67,7 +67,7 @@ from ibflow_gateway_bridge.domain.subscriptions import (
 )
 from ibflow_gateway_bridge.ib import IbClient, IbOrderError
 from ibflow_gateway_bridge.ib.adapter import MarketTick, TickHandle
-from ibflow_gateway_bridge.pacing import Pacer, PacerClosed
+from ibflow_gateway_bridge.pacing import Pacer, PacerClosed, Priority
 from ibflow_gateway_bridge.supervisor import PortfolioConnection
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DEFAULT_LINGER_SECONDS", "MarketDataFeed", "MarketDataRouter"]
@@ -285,7 +285,7 @@ class MarketDataFeed:
         """Paced ``reqMktData`` of ``symbol`` (its handle remembered); typed errors."""
         client = self._client
         try:
-            await self._pacer.acquire(1 if client.knows_contract(symbol) else 2)
+            await self._pacer.acquire(1 if client.knows_contract(symbol) else 2, Priority.DATA)
             self._handles[symbol] = await client.subscribe_ticks(
                 symbol, timeout=self._query_timeout
             )
@@ -308,7 +308,7 @@ class MarketDataFeed:
             self._client.forget_ticks(handle)
             return
         try:
-            await self._pacer.acquire()
+            await self._pacer.acquire(priority=Priority.DATA)
         except PacerClosed:
             self._client.forget_ticks(handle)
             return
@@ -355,12 +355,14 @@ class MarketDataFeed:
             if dead:
                 self._client.forget_ticks(handle)
             else:
-                await self._pacer.acquire()
+                await self._pacer.acquire(priority=Priority.DATA)
                 self._client.unsubscribe_ticks(handle)
         if symbols:
             log.info("%s: replaying market data of %s", self.portfolio_id, ", ".join(symbols))
         for symbol in symbols:
-            await self._pacer.acquire(1 if self._client.knows_contract(symbol) else 2)
+            await self._pacer.acquire(
+                1 if self._client.knows_contract(symbol) else 2, Priority.DATA
+            )
             try:
                 self._handles[symbol] = await self._client.subscribe_ticks(
                     symbol, timeout=self._query_timeout

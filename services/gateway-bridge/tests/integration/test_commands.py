@@ -35,7 +35,7 @@ from ibflow.contracts.gateway import (
 )
 from ibflow.contracts.replies import CommandAccepted, ErrorReply, parse_reply
 from ibflow_gateway_bridge.commands import BrokerCommands
-from ibflow_gateway_bridge.pacing import Pacer
+from ibflow_gateway_bridge.pacing import Pacer, Priority
 from ibflow_gateway_sim.server import GatewaySimulator
 
 from .conftest import FAST_TIMINGS, Bridge, portfolio_config, wait_stored, wait_until
@@ -394,9 +394,9 @@ class RecordingPacer(Pacer):
         super().__init__(portfolio)
         self.acquired: list[int] = []
 
-    async def acquire(self, n: int = 1) -> None:
+    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
         self.acquired.append(n)
-        await super().acquire(n)
+        await super().acquire(n, priority)
 
 
 @pytest.fixture

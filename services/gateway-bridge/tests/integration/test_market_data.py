@@ -26,7 +26,7 @@ from ibflow.contracts.market_data import MarketDataTick, SubscribeMarketData, Un
 from ibflow.contracts.replies import INVALID_REQUEST, NOT_READY, CommandAccepted
 from ibflow_gateway_bridge.domain.subscriptions import SubscriptionRegistry
 from ibflow_gateway_bridge.market_data import MarketDataFeed, MarketDataRouter
-from ibflow_gateway_bridge.pacing import Pacer
+from ibflow_gateway_bridge.pacing import Pacer, Priority
 from ibflow_gateway_sim.server import GatewaySimulator
 
 from .conftest import Bridge, ConnectionEvents, portfolio_config, wait_until
@@ -267,6 +267,42 @@ async def test_without_linger_unsubscribe_of_the_last_holder_cancels_at_once(
     gateway_sim.faults.set_price("AAPL", "188.00")
     await asyncio.sleep(0.3)
     assert ticks.ticks == []
+
+
+class PriorityRecordingPacer(Pacer):
+    """A real :class:`Pacer` that also records the priority of every ``acquire``."""
+
+    def __init__(self, portfolio: str) -> None:
+        super().__init__(portfolio)
+        self.priorities: list[Priority] = []
+
+    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
+        self.priorities.append(priority)
+        await super().acquire(n, priority)
+
+
+async def test_market_data_requests_are_paced_after_orders(
+    gateway_sim: GatewaySimulator,
+    nc: NatsClient,
+    start_portfolio: Callable[..., Bridge],
+) -> None:
+    p = "md-prio"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=49))
+    pacer = PriorityRecordingPacer(p)
+    feed = MarketDataFeed(p, nc, bridge.connection, pacer, linger_seconds=0)
+    router = MarketDataRouter(nc, [feed])
+    await feed.start()
+    await router.start()
+    try:
+        await bridge.wait_ready()
+        await _send(nc, _subscribe(p, "AAPL", by="alice"))
+        await _send(nc, _unsubscribe(p, "AAPL", by="alice"))
+        await wait_until(lambda: _sim_lines(gateway_sim) == [])
+    finally:
+        await router.stop()
+        await feed.stop()
+
+    assert pacer.priorities == [Priority.DATA, Priority.DATA]
 
 
 async def test_expired_lease_cancels_the_orphaned_line(
