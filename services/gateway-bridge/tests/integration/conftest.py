@@ -22,11 +22,26 @@ from ibflow.contracts.enums import ConnectionState, GatewayType
 from ibflow.contracts.gateway import GatewayConnectionChanged
 from ibflow_gateway_bridge.events import BrokerEventPublisher
 from ibflow_gateway_bridge.ib import IbClient
+from ibflow_gateway_bridge.pacing import Pacer, Priority
 from ibflow_gateway_bridge.reconciliation import Reconciler
 from ibflow_gateway_bridge.repository import PortfolioConfig
 from ibflow_gateway_bridge.supervisor import ConnectionTimings, PortfolioConnection
 from ibflow_gateway_sim.config import SimConfig
 from ibflow_gateway_sim.server import GatewaySimulator
+
+
+class RecordingPacer(Pacer):
+    """A real :class:`Pacer` that also records the size and priority of every ``acquire``."""
+
+    def __init__(self, portfolio: str) -> None:
+        super().__init__(portfolio)
+        self.acquired: list[int] = []
+        self.priorities: list[Priority] = []
+
+    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
+        self.acquired.append(n)
+        self.priorities.append(priority)
+        await super().acquire(n, priority)
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:

@@ -35,10 +35,17 @@ from ibflow.contracts.gateway import (
 )
 from ibflow.contracts.replies import CommandAccepted, ErrorReply, parse_reply
 from ibflow_gateway_bridge.commands import BrokerCommands
-from ibflow_gateway_bridge.pacing import Pacer, Priority
+from ibflow_gateway_bridge.pacing import Pacer
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import FAST_TIMINGS, Bridge, portfolio_config, wait_stored, wait_until
+from .conftest import (
+    FAST_TIMINGS,
+    Bridge,
+    RecordingPacer,
+    portfolio_config,
+    wait_stored,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -385,18 +392,6 @@ async def test_a_failed_broker_query_refuses_the_place_command(
 
 
 # --------------------------------------------------------------------- brackets
-
-
-class RecordingPacer(Pacer):
-    """A real :class:`Pacer` that also records the size of every ``acquire``."""
-
-    def __init__(self, portfolio: str) -> None:
-        super().__init__(portfolio)
-        self.acquired: list[int] = []
-
-    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
-        self.acquired.append(n)
-        await super().acquire(n, priority)
 
 
 @pytest.fixture

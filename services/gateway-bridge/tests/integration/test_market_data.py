@@ -29,7 +29,7 @@ from ibflow_gateway_bridge.market_data import MarketDataFeed, MarketDataRouter
 from ibflow_gateway_bridge.pacing import Pacer, Priority
 from ibflow_gateway_sim.server import GatewaySimulator
 
-from .conftest import Bridge, ConnectionEvents, portfolio_config, wait_until
+from .conftest import Bridge, ConnectionEvents, RecordingPacer, portfolio_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -269,18 +269,6 @@ async def test_without_linger_unsubscribe_of_the_last_holder_cancels_at_once(
     assert ticks.ticks == []
 
 
-class PriorityRecordingPacer(Pacer):
-    """A real :class:`Pacer` that also records the priority of every ``acquire``."""
-
-    def __init__(self, portfolio: str) -> None:
-        super().__init__(portfolio)
-        self.priorities: list[Priority] = []
-
-    async def acquire(self, n: int = 1, priority: Priority = Priority.ORDER) -> None:
-        self.priorities.append(priority)
-        await super().acquire(n, priority)
-
-
 async def test_market_data_requests_are_paced_after_orders(
     gateway_sim: GatewaySimulator,
     nc: NatsClient,
@@ -288,7 +276,7 @@ async def test_market_data_requests_are_paced_after_orders(
 ) -> None:
     p = "md-prio"
     bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=49))
-    pacer = PriorityRecordingPacer(p)
+    pacer = RecordingPacer(p)
     feed = MarketDataFeed(p, nc, bridge.connection, pacer, linger_seconds=0)
     router = MarketDataRouter(nc, [feed])
     await feed.start()
@@ -429,26 +417,37 @@ async def test_new_symbol_at_the_line_limit_cancels_the_lingering_line_first(
     assert feed.registry.lingering() == []
 
 
-async def test_lingering_line_lost_in_a_reconnect_is_requested_again_by_the_next_subscribe(
+@pytest.mark.parametrize(
+    ("outage", "client_id"),
+    [pytest.param("reconnect", 57, id="lost-in-a-reconnect"), pytest.param("1101", 58, id="1101")],
+)
+async def test_lingering_line_lost_in_an_outage_is_requested_again_by_the_next_subscribe(
     gateway_sim: GatewaySimulator,
     nc: NatsClient,
     start_portfolio: Callable[..., Bridge],
     start_feed: Callable[..., Any],
     ticks: Ticks,
+    outage: str,
+    client_id: int,
 ) -> None:
-    p = "md14"
-    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=57))
+    p = f"md-outage-{client_id}"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=client_id))
     feed = await start_feed(bridge, linger_seconds=30.0)
     await bridge.wait_ready()
     await _send(nc, _subscribe(p, "AAPL", "MSFT"))
     await _send(nc, _unsubscribe(p, "AAPL"))
     assert feed.registry.lingering() == ["AAPL"]
 
-    assert gateway_sim.faults.drop_connections() == 1
-    # Only the held symbol is replayed; the lingering line died and is forgotten.
-    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    if outage == "reconnect":
+        assert gateway_sim.faults.drop_connections() == 1
+    else:
+        gateway_sim.faults.connectivity_lost()
+        await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
+        gateway_sim.faults.connectivity_restored(data_lost=True)
+    # only the held symbol is replayed; the lingering line is forgotten (dead) or cancelled
     await bridge.wait_ready()
-    assert feed.registry.lingering() == []
+    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
+    await wait_until(lambda: feed.registry.lingering() == [])
     assert feed.registry.active() == ["MSFT"]
 
     again = await _send(nc, _subscribe(p, "AAPL"))
@@ -459,37 +458,6 @@ async def test_lingering_line_lost_in_a_reconnect_is_requested_again_by_the_next
     ticks.ticks.clear()
     gateway_sim.faults.set_price("AAPL", "189.75")
     await ticks.wait_last("189.75")
-
-
-async def test_lingering_line_dropped_by_a_1101_is_requested_again_by_the_next_subscribe(
-    gateway_sim: GatewaySimulator,
-    nc: NatsClient,
-    start_portfolio: Callable[..., Bridge],
-    start_feed: Callable[..., Any],
-    ticks: Ticks,
-) -> None:
-    p = "md15"
-    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=58))
-    feed = await start_feed(bridge, linger_seconds=30.0)
-    await bridge.wait_ready()
-    await _send(nc, _subscribe(p, "AAPL", "MSFT"))
-    await _send(nc, _unsubscribe(p, "AAPL"))
-
-    gateway_sim.faults.connectivity_lost()
-    await wait_until(lambda: bridge.connection.state is ConnectionState.IB_CONNECTIVITY_LOST)
-    gateway_sim.faults.connectivity_restored(data_lost=True)
-    await bridge.wait_ready()
-    await wait_until(lambda: _sim_lines(gateway_sim) == ["MSFT"])
-    await wait_until(lambda: feed.registry.lingering() == [])
-
-    again = await _send(nc, _subscribe(p, "AAPL"))
-
-    assert again.detail is not None
-    assert "subscribed AAPL" in again.detail
-    assert _sim_lines(gateway_sim) == ["AAPL", "MSFT"]
-    ticks.ticks.clear()
-    gateway_sim.faults.set_price("AAPL", "186.25")
-    await ticks.wait_last("186.25")
 
 
 async def test_unknown_symbol_is_refused_naming_it(
