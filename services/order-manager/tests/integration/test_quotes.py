@@ -93,8 +93,14 @@ async def market(database_url: str, nats_url: str, nc: NatsClient) -> AsyncItera
         )
     finally:
         await db.close()
+    # no linger: a line released by the order-manager is cancelled at IB at once, so the
+    # simulator's lines show what the order-manager holds
     settings = GatewayBridgeSettings.load(
-        gateway_type="simulator", nats_url=nats_url, database_url=database_url, http_port=0
+        gateway_type="simulator",
+        nats_url=nats_url,
+        database_url=database_url,
+        http_port=0,
+        market_data_linger_seconds=0,
     )
     bridge = Runtime(BRIDGE, settings)
     stop = asyncio.Event()
