@@ -33,9 +33,14 @@ changed, which :class:`~.orders.Outcome` ``EXISTS`` reads as "the exit exists").
   the record failed, and drained by whichever records the exit later (the
   ``OrderBookUpdated``, or the next decision's transaction);
 * the answer arrives before the commit: it waits in its task until the commit is done;
-* the request cannot be sent (no order-manager, no connection): the answer says nothing
-  was placed, after the commit; the exit ends and the next tick uses the next attempt's
-  id (``exit:<position>:2``), as before;
+* no order-manager receives the request (NATS answers "no responders", e.g. while the
+  order-manager reconnects after a nats-server restart): nothing was recorded or placed
+  anywhere, so the *same* exit is sent again a few times over about 4 s
+  (``_REDELIVERY_DELAYS``), then left ``CLOSING`` for the periodic re-send
+  (:meth:`PositionBook.resend_unacknowledged`): one exit per position, not one per tick;
+* the order-manager answers that nothing was placed for a reason that may pass (the
+  gateway not ready: it has recorded the id as rejected): the exit ends and the next
+  tick uses the next attempt's id (``exit:<position>:2``);
 * a crash after the commit without an answer is covered by re-sending the stored order
   (:meth:`PositionBook.resend_unacknowledged`), answered as a duplicate.
 
@@ -140,6 +145,10 @@ NEW_YORK: Final = ZoneInfo("America/New_York")
 _ENDED_AT_IB: Final = frozenset(
     {IbOrderStatus.CANCELLED.value, IbOrderStatus.API_CANCELLED.value, IbOrderStatus.FILLED.value}
 )
+
+_REDELIVERY_DELAYS: Final = (0.1, 0.25, 0.5, 1.0, 2.0)
+"""Seconds before each re-send of an exit no order-manager received (then the periodic
+re-send of unacknowledged exits takes over)."""
 
 Decide = Callable[[PositionState], ExitDecision | NoExit]
 """Takes the exit decision on the stored (locked) state of a position."""
@@ -553,7 +562,7 @@ class PositionBook:
             decision.reason.value,
             "" if decision.trigger_price is None else f" at {decision.trigger_price}",
         )
-        answer = await sending
+        answer = await self._redeliver(body, await sending)
         if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
             TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
         if decision.cancel_entry_remainder:
@@ -592,9 +601,28 @@ class PositionBook:
             else "nothing placed; the position stays OPEN",
         )
 
+    async def _redeliver(self, body: dict[str, Any], answer: SubmitAnswer) -> SubmitAnswer:
+        """Send the same exit again while no order-manager receives it (a few times,
+        about 4 s in all); then it is left to :meth:`resend_unacknowledged`."""
+        for delay in _REDELIVERY_DELAYS:
+            if answer.outcome is not Outcome.UNDELIVERED:
+                break
+            await asyncio.sleep(delay)
+            answer = await self._orders.submit(body)
+        return answer
+
     async def _after_submit(self, position_id: str, coid: str, answer: SubmitAnswer) -> None:
         if answer.outcome is Outcome.AMBIGUOUS:
             log.warning("exit %s: outcome unknown (%s): re-sent later", coid, answer.detail)
+            return
+        if answer.outcome is Outcome.UNDELIVERED:
+            log.warning(
+                "exit %s of %s: no order-manager received it (%s); the exit stays recorded"
+                " and is re-sent with the same id",
+                coid,
+                position_id,
+                answer.detail,
+            )
             return
         changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():

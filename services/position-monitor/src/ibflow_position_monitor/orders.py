@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 
 from ibflow.bus import request, subjects
 from ibflow.bus.errors import RemoteError, RequestError, RequestTimeout
+from ibflow.bus.rpc import NO_RESPONDERS
 from ibflow.contracts import (
     CONFLICT,
     NOT_READY,
@@ -39,8 +40,12 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     """It has the order (new, or a duplicate of the same client order id)."""
     NOT_PLACED_TRANSIENT = "not_placed_transient"
-    """Nothing was placed, for a reason that may pass (gateway not ready, no
-    order-manager): the position reopens and the next tick may retry."""
+    """Nothing was placed, for a reason that may pass (the gateway not ready): the
+    position reopens and the next tick may retry."""
+    UNDELIVERED = "undelivered"
+    """No order-manager received the request (NATS answered "no responders", e.g. while
+    the order-manager reconnects after a nats-server restart): nothing was recorded or
+    placed anywhere, so the same client order id is sent again, never a new one."""
     REFUSED = "refused"
     """Nothing was placed, and retrying the same thing would be refused again."""
     AMBIGUOUS = "ambiguous"
@@ -91,6 +96,8 @@ class OrderClient:
         except RemoteError as exc:
             return SubmitAnswer(_remote_outcome(exc.code), exc.message, exc.code)
         except RequestError as exc:
+            if exc.code == NO_RESPONDERS:
+                return SubmitAnswer(Outcome.UNDELIVERED, exc.message, exc.code)
             outcome = (
                 Outcome.NOT_PLACED_TRANSIENT if exc.code in _TRANSIENT_CODES else Outcome.AMBIGUOUS
             )
