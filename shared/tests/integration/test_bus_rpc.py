@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -143,3 +144,37 @@ async def test_undecodable_reply_is_an_invalid_reply_error(nc: NatsClient) -> No
         await request(nc, SUBJECT, QuoteWidget(widget="w", quantity=1), WidgetQuoted)
     assert caught.value.code == "invalid_reply"
     assert "price" in caught.value.message
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_a_waiting_request_holds_up_the_next_only_without_concurrent(
+    nc: NatsClient, concurrent: bool
+) -> None:
+    release = asyncio.Event()
+    answered: list[str] = []
+
+    async def slow_first(cmd: QuoteWidget) -> WidgetQuoted:
+        if cmd.widget == "slow":
+            await release.wait()
+        answered.append(cmd.widget)
+        return WidgetQuoted(widget=cmd.widget, price=Decimal(1), **cmd.caused())
+
+    sub = await serve(nc, SUBJECT, QuoteWidget, slow_first, concurrent=concurrent)
+    slow = asyncio.ensure_future(
+        request(nc, SUBJECT, QuoteWidget(widget="slow", quantity=1), WidgetQuoted, timeout=5)
+    )
+    await asyncio.sleep(0.1)  # the slow request is being handled
+
+    try:
+        fast = QuoteWidget(widget="fast", quantity=1)
+        if concurrent:
+            assert (await request(nc, SUBJECT, fast, WidgetQuoted, timeout=2)).widget == "fast"
+            assert answered == ["fast"]
+        else:
+            with pytest.raises(RequestTimeout):
+                await request(nc, SUBJECT, fast, WidgetQuoted, timeout=0.3)
+            assert answered == []
+    finally:
+        release.set()
+        assert (await slow).widget == "slow"
+        await sub.unsubscribe()

@@ -158,9 +158,12 @@ def bracket_oca_group(client_order_id: str) -> str:
 class BrokerCommands:
     """The command handlers of one portfolio's connection (start/stop with its worker).
 
-    ``concurrency`` subscriptions per subject (same queue group) let that many commands
-    of a kind be handled at once (``serve`` handles one request per subscription at a
-    time); orders of one client order id are still handled one at a time.
+    Every command is handled in a task of its own as it arrives (``serve(...,
+    concurrent=True)``): a command waiting for the pacer or a broker query never holds up
+    the ones behind it, so an urgent exit takes its turn in the pacer at once. (With
+    several subscriptions handling one request at a time, NATS handed a request to a
+    busy one as readily as to an idle one, and an exit could wait behind an entry's
+    pacer wait.) Orders of one client order id are still handled one at a time.
     ``reconciler`` serves :class:`RefreshBrokerState` (refused without one).
     """
 
@@ -173,7 +176,6 @@ class BrokerCommands:
         *,
         reconciler: Reconciler | None = None,
         query_timeout: float = 5.0,
-        concurrency: int = 16,
     ) -> None:
         self.portfolio_id = portfolio_id
         self._nc = nc
@@ -181,7 +183,6 @@ class BrokerCommands:
         self._pacer = pacer
         self._reconciler = reconciler
         self._query_timeout = query_timeout
-        self._concurrency = concurrency
         self._subscriptions: list[Subscription] = []
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._snapshots: dict[Priority, tuple[asyncio.Task[dict[str, Trade]], float]] = {}
@@ -219,9 +220,8 @@ class BrokerCommands:
     async def _serve(
         self, subject: str, model: type[_Q], handler: Callable[[_Q], Awaitable[BaseModel]]
     ) -> None:
-        for _ in range(self._concurrency):
-            sub = await serve(self._nc, subject, model, handler, queue=QUEUE_GROUP)
-            self._subscriptions.append(sub)
+        sub = await serve(self._nc, subject, model, handler, queue=QUEUE_GROUP, concurrent=True)
+        self._subscriptions.append(sub)
 
     # ------------------------------------------------------------------ handlers
 

@@ -741,3 +741,24 @@ async def test_preview_answers_ib_what_if_figures_and_places_nothing(
         )
     assert refused.value.code == "invalid_request"
     assert "ZZZZQ" in refused.value.message
+
+
+async def test_concurrent_order_queries_are_all_answered(
+    gateway_sim: GatewaySimulator,
+    start_portfolio: Callable[..., Bridge],
+) -> None:
+    """ib_async keeps one future per kind of orders query: concurrent ones (a command's
+    duplicate check, a cancel's lookup, the reconciler) must not orphan each other."""
+    p = "cmd-queries"
+    bridge = start_portfolio(portfolio_config(p, gateway_sim.port, client_id=30))
+    await bridge.wait_ready()
+
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(bridge.client.open_orders(2.0) for _ in range(3)),
+            *(bridge.client.completed_orders(2.0) for _ in range(3)),
+        ),
+        10,
+    )
+
+    assert all(isinstance(answer, list) for answer in answers)

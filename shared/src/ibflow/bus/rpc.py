@@ -23,11 +23,16 @@ one :class:`~ibflow.bus.errors.RequestTimeout`, an unparsable reply
 ``RequestError("invalid_reply")``.
 
 Requests on one subscription are handled one at a time, in arrival order; scale
-out with more subscriptions in the same ``queue`` group.
+out with more subscriptions in the same ``queue`` group. With ``concurrent=True`` each
+request is handled in a task of its own as it arrives, for handlers that wait (a rate
+limiter, a lock) and must not hold up the requests behind them: more subscriptions
+would not do, because the server hands a request to any member of the group, busy or
+not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar
@@ -121,13 +126,16 @@ async def serve(
     handler: Callable[[Q], Awaitable[BaseModel]],
     *,
     queue: str | None = None,
+    concurrent: bool = False,
 ) -> Subscription:
     """Answer requests on ``subject`` with ``await handler(request)``, as JSON.
 
     Every request with a reply subject gets exactly one reply: the handler's model,
     or an error reply (see the module docstring); the subscription never dies of a
     bad request or a failing handler. ``queue`` joins a queue group (one member
-    answers each request). Stop with ``await sub.unsubscribe()`` (or drain).
+    answers each request). ``concurrent``: each request in a task of its own, started
+    in arrival order (the module docstring). Stop with ``await sub.unsubscribe()`` (or
+    drain); requests already started are still answered.
     """
 
     async def answer(data: bytes) -> bytes:
@@ -156,7 +164,15 @@ async def serve(
         except nats.errors.Error as exc:
             logger.warning("cannot reply on %s: %r", subject, exc)
 
-    sub = await nc.subscribe(subject, queue=queue or "", cb=on_request)
+    running: set[asyncio.Task[None]] = set()
+
+    async def on_request_in_a_task(msg: Msg) -> None:
+        task = asyncio.create_task(on_request(msg), name=f"serve {subject}")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    callback = on_request_in_a_task if concurrent else on_request
+    sub = await nc.subscribe(subject, queue=queue or "", cb=callback)
     # the server knows the subscription once flush returns: a service that reports ready
     # after serve() is not answered "no responders" by a request sent right after
     await nc.flush()

@@ -220,6 +220,12 @@ class IbClient:
         self._tickers: dict[TickHandle, tuple[Ticker, Callable[[Ticker], None]]] = {}
         self._next_handle: TickHandle = 0
         self._last_received = 0.0
+        # ib_async keeps one future per kind of orders query ("openOrders",
+        # "completedOrders"): a second query of a kind started while one is in flight
+        # replaces the first one's future, which then never resolves (a timeout:
+        # "unknown"). Queries of a kind therefore run one at a time.
+        self._open_orders_lock = asyncio.Lock()
+        self._completed_orders_lock = asyncio.Lock()
         self._ib.updateEvent += self._handle_update
         self._ib.errorEvent += self._handle_error
         self._ib.disconnectedEvent += self._handle_disconnected
@@ -360,19 +366,24 @@ class IbClient:
         return list(await asyncio.wait_for(self._ib.reqPositionsAsync(), timeout))
 
     async def open_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
-        """Every open order of the account, of any client (``reqAllOpenOrders``)."""
-        self._require_connected()
-        return list(await asyncio.wait_for(self._ib.reqAllOpenOrdersAsync(), timeout))
+        """Every open order of the account, of any client (``reqAllOpenOrders``); one
+        such query at a time per connection (``timeout`` counts from its start)."""
+        async with self._open_orders_lock:
+            self._require_connected()
+            return list(await asyncio.wait_for(self._ib.reqAllOpenOrdersAsync(), timeout))
 
     async def completed_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
         """Today's completed orders, API and manual (``reqCompletedOrders(apiOnly=False)``).
 
         IB reports a completed order's filled quantity on the order, not in an order
         status: the returned trades' ``orderStatus.filled``/``remaining``/``permId`` are
-        filled in from the order so they map like a live final status.
+        filled in from the order so they map like a live final status. One such query
+        at a time per connection (``timeout`` counts from its start).
         """
-        self._require_connected()
-        trades = list(await asyncio.wait_for(self._ib.reqCompletedOrdersAsync(False), timeout))
+        async with self._completed_orders_lock:
+            self._require_connected()
+            request = self._ib.reqCompletedOrdersAsync(False)
+            trades = list(await asyncio.wait_for(request, timeout))
         for trade in trades:
             order, status = trade.order, trade.orderStatus
             filled = order.filledQuantity
