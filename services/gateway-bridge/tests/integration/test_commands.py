@@ -343,6 +343,10 @@ async def test_an_exit_is_sent_before_entries_queued_for_the_message_rate(
     pacer = Pacer(p, rate=4)
     commands = BrokerCommands(p, nc, bridge.connection, pacer, reconciler=bridge.reconciler)
     await commands.start()
+    # once the reconciler's orders snapshot is complete, a place asks the broker nothing
+    # (before it, the exit's own broker query is two sequential paced messages, and
+    # entries may take the slots freed in between)
+    await wait_until(lambda: bridge.reconciler.known_order("none")[0], within=10)
     try:
         await _send(nc, _place(p, "warm", order_type=OrderType.LMT, limit_price=Decimal(1)))
         entries = [
