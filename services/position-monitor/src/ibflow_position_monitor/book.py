@@ -35,8 +35,8 @@ changed, which :class:`~.orders.Outcome` ``EXISTS`` reads as "the exit exists").
 * the answer arrives before the commit: it waits in its task until the commit is done;
 * no order-manager receives the request (NATS answers "no responders", e.g. while the
   order-manager reconnects after a nats-server restart): nothing was recorded or placed
-  anywhere, so the *same* exit is sent again a few times over about 4 s
-  (``_REDELIVERY_DELAYS``), then left ``CLOSING`` for the periodic re-send
+  anywhere, so the *same* exit is sent again, in the background, a few times over about
+  4 s (``_REDELIVERY_DELAYS``), then left ``CLOSING`` for the periodic re-send
   (:meth:`PositionBook.resend_unacknowledged`): one exit per position, not one per tick;
 * the order-manager answers that nothing was placed for a reason that may pass (the
   gateway not ready: it has recorded the id as rejected): the exit ends and the next
@@ -189,6 +189,7 @@ class PositionBook:
         self._notify = notify
         self._on_change = on_change
         self._clock = clock
+        self._redeliveries: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -562,7 +563,9 @@ class PositionBook:
             decision.reason.value,
             "" if decision.trigger_price is None else f" at {decision.trigger_price}",
         )
-        answer = await self._redeliver(body, await sending)
+        answer = await sending
+        if answer.outcome is Outcome.UNDELIVERED:
+            self._redeliver(position_id, decision.client_order_id, body)
         if tick_at is not None and answer.outcome is Outcome.ACCEPTED:
             TICK_TO_EXIT.observe(time.perf_counter() - tick_at)
         if decision.cancel_entry_remainder:
@@ -601,15 +604,28 @@ class PositionBook:
             else "nothing placed; the position stays OPEN",
         )
 
-    async def _redeliver(self, body: dict[str, Any], answer: SubmitAnswer) -> SubmitAnswer:
-        """Send the same exit again while no order-manager receives it (a few times,
-        about 4 s in all); then it is left to :meth:`resend_unacknowledged`."""
-        for delay in _REDELIVERY_DELAYS:
-            if answer.outcome is not Outcome.UNDELIVERED:
-                break
-            await asyncio.sleep(delay)
-            answer = await self._orders.submit(body)
-        return answer
+    def _redeliver(self, position_id: str, coid: str, body: dict[str, Any]) -> None:
+        """In the background (a close-out of many positions does not wait for it): send
+        the same exit again while no order-manager receives it, a few times over about
+        4 s, and record the first answer that says more; after that the exit is left to
+        :meth:`resend_unacknowledged`."""
+
+        async def redeliver() -> None:
+            for delay in _REDELIVERY_DELAYS:
+                await asyncio.sleep(delay)
+                answer = await self._orders.submit(body)
+                if answer.outcome is not Outcome.UNDELIVERED:
+                    await self._after_submit(position_id, coid, answer)
+                    return
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._redeliveries.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("re-sending exit %s failed", coid, exc_info=task.exception())
+
+        task = asyncio.get_running_loop().create_task(redeliver(), name=f"redeliver {coid}")
+        self._redeliveries.add(task)
+        task.add_done_callback(done)
 
     async def _after_submit(self, position_id: str, coid: str, answer: SubmitAnswer) -> None:
         if answer.outcome is Outcome.AMBIGUOUS:
