@@ -84,6 +84,10 @@ async def _failures(stack: Stack) -> int:
     return value
 
 
+async def _exit_accepted(stack: Stack, position_id: str) -> bool:
+    return bool((await stack.position(position_id))["exit_accepted"])
+
+
 def _sold(stack: Stack) -> Decimal:
     return sum((Decimal(e["shares"]) for e in stack.sim_orders() if e["side"] == "SLD"), Decimal(0))
 
@@ -235,6 +239,9 @@ async def test_a_close_out_decided_again_on_other_terms_keeps_the_exit_that_exis
         "the same id was sent on other terms"
     )
     await _one_exit_order(stack, "c1", Decimal(50))
+    # the answer is recorded after the commit that closed the position (the parked
+    # fills drained in it), by the close-out's own task: wait for it, do not race it
+    await wait_for(lambda: _exit_accepted(stack, "c1"))
     row = await stack.position("c1")
     assert row["exit_refusal"] is None
     assert row["exit_accepted"]
