@@ -54,7 +54,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,7 @@ from ibflow.contracts.gateway import PlaceBrokerOrder
 from ibflow.contracts.replies import CommandAccepted
 from ibflow.db.migrations import apply_migrations
 from ibflow.testing.devstack import migration_packages
-from ibflow.testing.embedded import NatsServer, PostgresServer
+from ibflow.testing.embedded import NatsServer, PostgresServer, free_port
 from latency import Summary
 
 RESULTS = Path(__file__).parent / "results"
@@ -106,12 +105,6 @@ BURST_CONCURRENCY = 16
 
 
 # --------------------------------------------------------------------------- plumbing
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def http(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:

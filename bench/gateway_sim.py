@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from typing import Any
 
 import ib_async
 import yaml
+
+from ibflow.testing.embedded import free_port
 
 RESULTS = Path(__file__).parent / "results"
 SYMBOLS = (
@@ -64,12 +65,6 @@ SYMBOLS = (
 )
 
 Summary = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def http_get(port: int, path: str) -> Any:

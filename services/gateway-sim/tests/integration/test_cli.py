@@ -12,13 +12,8 @@ from pathlib import Path
 import ib_async
 import pytest
 
+from ibflow.testing.embedded import free_port
 from ibflow_gateway_sim.app import parse_args
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_for_health(port: int, proc: asyncio.subprocess.Process) -> None:

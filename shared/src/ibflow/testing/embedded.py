@@ -15,6 +15,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -51,11 +52,52 @@ class PortInUseError(EmbeddedError):
     """The requested port is already taken by another process."""
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free right now on ``host``."""
+_EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED_PORT: Final = 10_000
+_handed_out: set[int] = set()
+_port_random = random.SystemRandom()  # a test's random.seed() must not repeat picks
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+    return low, high
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free right now on ``host``, never the same one twice per process.
+
+    Picked below the kernel's ephemeral range when there is room, so an outgoing
+    connection's source port or another ``bind(0)`` cannot take it between the pick and
+    the server's bind, nor while a server on it is down for a restart. Asking the kernel
+    (``bind(0)``) twice in a row can return the same port: a nats-server once got its
+    monitor port equal to its client port and exited.
+    """
+    ephemeral_low, _ = _ephemeral_range()
+    if ephemeral_low - _LOWEST_PICKED_PORT >= 1_000:
+        for _ in range(200):
+            port = _port_random.randrange(_LOWEST_PICKED_PORT, ephemeral_low)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def ensure_port_free(port: int, what: str, host: str = LOOPBACK) -> None:
