@@ -395,13 +395,15 @@ class OrderBook:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_order(conn, coid, lock=True)
             assert current is not None
-            try:
-                step = current.state.modify_quantity(merged.quantity)
-            except InvalidModification:
-                step = Transition(current.state, current.state)
+            # executions booked since the first transaction count: the reservation is
+            # what the order's open quantity needs now (none once they filled it)
+            step = current.state.modification_confirmed(merged.quantity)
+            portfolio = await repo.get_portfolio(conn, current.portfolio_id, lock=True)
+            assert portfolio is not None
+            reserved = _modified_reservation(current, merged, step.state, portfolio, instrument)
             prices = {name: getattr(merged, name) for name in _MODIFIABLE_PRICES}
             saved = await repo.save_order(
-                conn, current, step, quantity=merged.quantity, prices=prices, reserved_cash=reserved
+                conn, current, step, prices=prices, reserved_cash=reserved
             )
             moved = await repo.move_money(
                 conn, current.portfolio_id, reserved=reserved - current.reserved_cash
@@ -580,10 +582,21 @@ class OrderBook:
         if order is None:
             return
         state = order.state
-        if order.external and state.filled_quantity + event.shares > state.quantity:
-            state = OrderState(
-                **{**_state_fields(state), "quantity": state.filled_quantity + event.shares}
-            )
+        needed = state.filled_quantity + event.shares
+        if needed > state.quantity and (order.external or event.cum_qty >= needed):
+            # IB's order is bigger than our record, and IB's own count vouches for the
+            # execution: book it (dead-lettering it would lose money)
+            if not order.external:
+                log.warning(
+                    "execution %s of %s: IB has filled %s of an order we recorded as %s;"
+                    " its quantity grows to %s until the modification's answer says more",
+                    event.exec_id,
+                    order.client_order_id,
+                    event.cum_qty,
+                    state.quantity,
+                    needed,
+                )
+            state = state.grown_by_broker(needed).state
         try:
             transition = Transition(
                 order.state, state.on_execution(event.shares, event.price).state
@@ -1094,10 +1107,6 @@ def _rule_of(refusal: RemoteError) -> str:
     """The rule a refusal names: the text before its first colon (``cash``, ``symbol``)."""
     head = refusal.message.split(":", 1)[0].strip()
     return head if head.replace("_", "").isalnum() else "other"
-
-
-def _state_fields(state: OrderState) -> dict[str, Any]:
-    return {name: getattr(state, name) for name in state.__dataclass_fields__}
 
 
 def _modified_reservation(

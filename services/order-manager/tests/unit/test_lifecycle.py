@@ -576,6 +576,60 @@ def test_modify_to_a_non_positive_quantity_is_refused(new_quantity: Decimal) -> 
         submitted().modify_quantity(new_quantity)
 
 
+def test_a_confirmed_cut_whose_remainder_filled_before_the_answer_is_filled() -> None:
+    # 100 -> 70 sent while 40 had filled; the last 30 filled before the answer came back
+    order = state_in(S.PARTIALLY_FILLED).on_execution(D(30), D(10)).state
+
+    step = order.modification_confirmed(D(70))
+
+    assert step.state.quantity == 70
+    assert step.entered is S.FILLED
+    assert step.state.open_quantity == 0
+
+
+def test_a_confirmed_modification_sets_the_new_total() -> None:
+    step = state_in(S.PARTIALLY_FILLED).modification_confirmed(D(150))
+
+    assert step.state.quantity == 150
+    assert step.state.status is S.PARTIALLY_FILLED
+    assert step.state.remaining == 110
+
+
+def test_a_confirmed_total_below_the_booked_executions_keeps_them() -> None:
+    step = state_in(S.PARTIALLY_FILLED).modification_confirmed(D(30))
+
+    assert step.state.quantity == 40
+    assert step.state.status is S.FILLED
+
+
+def test_a_confirmed_modification_of_a_cancelled_order_stays_cancelled() -> None:
+    order = state_in(S.PARTIALLY_FILLED).on_broker_status("Cancelled", D(40), D(0)).state
+
+    step = order.modification_confirmed(D(70))
+
+    assert step.state.status is S.CANCELLED
+    assert step.state.quantity == 70
+
+
+def test_an_execution_ib_counts_beyond_our_quantity_grows_the_order_so_it_can_be_booked() -> None:
+    # 100 -> 150 at IB, answer not yet recorded; 100 booked, IB's cumulative is now 120
+    order = state_in(S.PARTIALLY_FILLED).on_execution(D(60), D(10)).state
+    assert order.status is S.FILLED
+    with pytest.raises(Overfill):
+        order.on_execution(D(20), D(10))
+
+    grown = order.grown_by_broker(D(120)).state
+    booked = grown.on_execution(D(20), D(10)).state
+
+    assert booked.filled_quantity == 120
+    assert booked.status is S.FILLED
+    assert booked.modification_confirmed(D(150)).state.status is S.PARTIALLY_FILLED
+
+
+def test_growing_to_a_count_within_the_quantity_changes_nothing() -> None:
+    assert not submitted().grown_by_broker(D(100)).changed
+
+
 # -- transitions, timestamps, invariants -----------------------------------------------------
 
 

@@ -409,6 +409,33 @@ class OrderState:
             return self._same()
         return self._to(quantity=new_quantity)
 
+    def modification_confirmed(self, new_quantity: Decimal) -> Transition:
+        """IB accepted our modification to a total of ``new_quantity``: record it, in
+        whatever state the executions booked meanwhile left the order.
+
+        IB may fill the new remainder before its answer is recorded: a cut from 250 to
+        180 whose last 80 shares filled at once arrives with 180 booked, and is
+        ``FILLED`` here (:meth:`modify_quantity` would refuse it, as if nothing had
+        changed). The quantity never goes below the booked executions: IB refuses a
+        total below its filled count, so such a report is stale.
+        """
+        _positive(new_quantity, "new_quantity")
+        quantity = max(new_quantity, self.filled_quantity)
+        if quantity == self.quantity:
+            return self._same()
+        return self._to(quantity=quantity)
+
+    def grown_by_broker(self, cumulative: Decimal) -> Transition:
+        """IB's cumulative fill of the order, ``cumulative``, is above our quantity: its
+        order is bigger than our record (a modification IB applied before we recorded
+        its answer, or one made at TWS). The quantity becomes ``cumulative``, so the
+        execution that showed it can be booked; an order that was ``FILLED`` at the old
+        quantity is partly filled again until the answer or the executions say more.
+        """
+        if cumulative <= self.quantity:
+            return self._same()
+        return self._to(quantity=cumulative)
+
     # -- ambiguity -------------------------------------------------------------------
 
     def mark_unknown(self, reason: str) -> Transition:
