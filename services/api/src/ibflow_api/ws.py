@@ -47,6 +47,7 @@ from ibflow.contracts import (
     SubscribeMarketData,
 )
 from ibflow.contracts.base import utc_now
+from ibflow.runtime.cancellation import raise_if_cancelled
 
 log = logging.getLogger("ibflow.api.ws")
 
@@ -364,6 +365,7 @@ class Hub:
 
     async def _renew_leases(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(LEASE_RENEW_SECONDS)
             if self._quotes:
                 await self._lease(sorted(self._quotes))

@@ -207,8 +207,8 @@ async def with_bus(options: Options, body: Callable[[Bus], Awaitable[int]]) -> i
     logging.getLogger("ibflow.bus").setLevel(logging.CRITICAL)
     try:
         # max_reconnect_attempts=0 would make nats-py retry the first connect forever
-        nc = await asyncio.wait_for(
-            connect(
+        async with asyncio.timeout(options.timeout + 1):
+            nc = await connect(
                 options.nats_url,
                 name="ibflow-cli",
                 creds=options.creds,
@@ -216,9 +216,7 @@ async def with_bus(options: Options, body: Callable[[Bus], Awaitable[int]]) -> i
                 reconnect_time_wait=0,
                 allow_reconnect=False,
                 connect_timeout=max(1, int(options.timeout)),
-            ),
-            options.timeout + 1,
-        )
+            )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         raise CliError(
             EXIT_UNREACHABLE,

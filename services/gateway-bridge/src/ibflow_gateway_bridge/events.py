@@ -50,6 +50,7 @@ from ibflow.contracts.account import AccountValuesReported, BrokerPositionReport
 from ibflow.contracts.base import Envelope
 from ibflow.contracts.execution import CommissionReported, ExecutionReported, OrderStatusChanged
 from ibflow.contracts.gateway import BrokerSnapshotCompleted
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_gateway_bridge.ib import mapping
 from ibflow_gateway_bridge.ib.adapter import (
     AccountValue,
@@ -177,7 +178,8 @@ class BrokerEventPublisher:
 
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until everything queued so far is acknowledged (``TimeoutError`` if not)."""
-        await asyncio.wait_for(self._queue.join(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._queue.join()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -194,7 +196,8 @@ class BrokerEventPublisher:
                 await accounts
             self._flush_accounts(force=True)
             try:
-                await asyncio.wait_for(self._queue.join(), self._drain_timeout)
+                async with asyncio.timeout(self._drain_timeout):
+                    await self._queue.join()
             except TimeoutError:
                 log.error(
                     "%s: %d broker event(s) not published at stop",
@@ -233,6 +236,7 @@ class BrokerEventPublisher:
 
     async def _account_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self._account_interval / 2)
             self._flush_accounts()
 
@@ -249,6 +253,7 @@ class BrokerEventPublisher:
 
     async def _publish_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             batch = [await self._queue.get()]
             while len(batch) < _PIPELINE and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -279,6 +284,7 @@ class BrokerEventPublisher:
         delay = _RETRY_BASE
         attempt = 0
         while True:
+            raise_if_cancelled()
             attempt += 1
             try:
                 await publish(self._js, item.subject, item.msg, timeout=self._publish_timeout)

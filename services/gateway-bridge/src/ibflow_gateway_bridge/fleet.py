@@ -129,7 +129,8 @@ class PortfolioFleet:
             await self.reload()
             # requests arriving during the gap are served by one reload after it
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._reload_min_gap)
+                async with asyncio.timeout(self._reload_min_gap):
+                    await self._stopping.wait()
 
     async def reload(self) -> None:
         """Bring the running portfolios in line with the table (see the module docstring)."""

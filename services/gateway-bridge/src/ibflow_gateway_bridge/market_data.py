@@ -58,6 +58,7 @@ from ibflow.contracts.market_data import (
     UnsubscribeMarketData,
 )
 from ibflow.contracts.replies import INVALID_REQUEST, NOT_FOUND, NOT_READY, TIMEOUT, CommandAccepted
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_gateway_bridge.domain.connection import Transition
 from ibflow_gateway_bridge.domain.subscriptions import (
     DEFAULT_LINGER_SECONDS,
@@ -392,6 +393,7 @@ class MarketDataFeed:
 
     async def _publish_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             tick = await self._ticks.get()
             try:
                 await self._nc.publish(market_data(tick.symbol), tick.model_dump_json().encode())
@@ -402,6 +404,7 @@ class MarketDataFeed:
 
     async def _expire_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self._expire_interval)
             try:
                 await self.expire(self._now())

@@ -60,6 +60,7 @@ from ibflow.bus.subjects import gateway_connection
 from ibflow.contracts.base import utc_now
 from ibflow.contracts.enums import ConnectionState, GatewayType
 from ibflow.contracts.gateway import GatewayConnectionChanged
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_gateway_bridge.domain.backoff import reconnect_delay
 from ibflow_gateway_bridge.domain.connection import ConnectionMachine, Transition
 from ibflow_gateway_bridge.domain.error_codes import classify
@@ -274,7 +275,8 @@ class PortfolioConnection:
             self._client.disconnect()
             self._apply(self._machine.disconnected("stopped", reconnect=False))
             try:
-                await asyncio.wait_for(self._outbox.join(), self.timings.publish_timeout * 2)
+                async with asyncio.timeout(self.timings.publish_timeout * 2):
+                    await self._outbox.join()
             except TimeoutError:
                 log.error("%s: gave up publishing the last connection states", self.config.id)
             publisher.cancel()
@@ -290,7 +292,8 @@ class PortfolioConnection:
             task.cancel()
         if task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), 10.0)
+                async with asyncio.timeout(10.0):
+                    await self._done.wait()
 
     # ------------------------------------------------------------------ supervision
 
@@ -305,6 +308,7 @@ class PortfolioConnection:
             return
         attempt = 0
         while not self._stopping.is_set():
+            raise_if_cancelled()
             self._lost = asyncio.Event()
             self._apply(self._machine.connect_started())
             try:
@@ -362,6 +366,7 @@ class PortfolioConnection:
     async def _heartbeat(self) -> None:
         timings = self.timings
         while not self._lost.is_set():
+            raise_if_cancelled()
             await asyncio.sleep(timings.heartbeat_interval)
             try:
                 answer = await self._probe()
@@ -404,7 +409,8 @@ class PortfolioConnection:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _connect_failed(self, exc: IbConnectError) -> None:
         config = self.config
@@ -536,6 +542,7 @@ class PortfolioConnection:
     async def _publish_loop(self) -> None:
         subject = gateway_connection(self.config.id)
         while True:
+            raise_if_cancelled()
             event, msg_id = await self._outbox.get()
             try:
                 for attempt in range(3):

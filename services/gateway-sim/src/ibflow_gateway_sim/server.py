@@ -198,7 +198,8 @@ class GatewaySimulator:
         await asyncio.gather(*(s.wait_closed() for s in sessions), return_exceptions=True)
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connection_count += 1

@@ -181,7 +181,8 @@ class ClientSession:
 
     async def _serve(self) -> None:
         try:
-            hello = await asyncio.wait_for(read_handshake(self._reader), HANDSHAKE_TIMEOUT)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                hello = await read_handshake(self._reader)
             self.version = negotiate(hello)
         except HandshakeError as exc:
             log.warning("%s: refusing the connection, bad handshake: %s", self.label, exc)

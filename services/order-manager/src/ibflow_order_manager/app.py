@@ -54,6 +54,7 @@ from ibflow.contracts import (
 )
 from ibflow.db.outbox import OutboxRelay
 from ibflow.runtime import Runtime, Service, Worker, run
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
 from ibflow_order_manager.entry import MorningEntry
@@ -135,6 +136,7 @@ class Recovery:
     async def run(self) -> None:
         """Recover until stopped."""
         while not self._stop.is_set():
+            raise_if_cancelled()
             try:
                 resolved = await self._book.recover(self.find)
                 if resolved:
@@ -143,7 +145,8 @@ class Recovery:
                 log.exception("recovery pass failed")
             await self._sample()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._rt.settings.recovery_interval)
+                async with asyncio.timeout(self._rt.settings.recovery_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _sample(self) -> None:

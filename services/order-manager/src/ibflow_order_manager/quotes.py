@@ -63,6 +63,7 @@ from ibflow.bus.rpc import request
 from ibflow.bus.subjects import SUBSCRIBE_MARKET_DATA, UNSUBSCRIBE_MARKET_DATA, market_data
 from ibflow.contracts.market_data import MarketDataTick, SubscribeMarketData, UnsubscribeMarketData
 from ibflow.contracts.replies import INVALID_REQUEST, REFUSED, CommandAccepted
+from ibflow.runtime.cancellation import raise_if_cancelled
 
 __all__ = [
     "DEFAULT_KEEP_FOR",
@@ -351,7 +352,8 @@ class Quotes:
                 if price is not None or remaining <= 0:
                     return price
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
                 line = self._lines.get(key)
             return None
 
@@ -367,6 +369,7 @@ class Quotes:
 
     async def _renew_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(self._renew_interval)
             try:
                 await self._renew_once()

@@ -62,6 +62,7 @@ from ibflow.contracts import (
 )
 from ibflow.contracts.base import utc_now
 from ibflow.contracts.enums import PositionStatus
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_position_monitor import repository as repo
 from ibflow_position_monitor.book import PositionBook
 from ibflow_position_monitor.domain import (
@@ -475,6 +476,7 @@ class MarketWatch:
         next_refresh = next_renew = next_marks = loop.time()
         settings = self._settings
         while not self._stop.is_set():
+            raise_if_cancelled()
             now = loop.time()
             try:
                 if now >= next_refresh:
@@ -499,7 +501,8 @@ class MarketWatch:
             wait = max(0.0, min(next_refresh, next_marks, next_renew) - loop.time())
             wait = min(wait, settings.stale_after / 4)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
 
     async def stop(self) -> None:
         """Stop the loop, release the leases and unsubscribe."""
@@ -507,7 +510,8 @@ class MarketWatch:
         self._changed.set()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), 5)
+                async with asyncio.timeout(5):
+                    await asyncio.shield(task)
         for sub in self._subs.values():
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -62,6 +62,7 @@ from ibflow.contracts import (
     SessionScheduleReported,
     TriggerSessionEvent,
 )
+from ibflow.runtime.cancellation import raise_if_cancelled
 from ibflow_scheduler import metrics
 from ibflow_scheduler.clock import Clock
 from ibflow_scheduler.domain.calendar import NEW_YORK, NyseCalendar, Session, new_york_date
@@ -186,6 +187,7 @@ class SessionScheduler:
         graceful = False
         try:
             while not self._stop.is_set():
+                raise_if_cancelled()
                 if time.monotonic() >= next_lease:
                     next_lease = time.monotonic() + self.timings.lease_renew
                     await self._maintain_lease()

@@ -104,8 +104,10 @@ class Replica:
         """Crash: the task dies and the connection closes; the lease is left to expire."""
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            done, _ = await asyncio.wait({self.task}, timeout=5.0)
+            assert done, f"replica {self.name} still runs 5 s after it was cancelled"
+            if not self.task.cancelled():
+                self.task.result()  # what it died of, if not of the cancel
         await self.nc.close()
 
 

@@ -56,6 +56,7 @@ from ibflow.bus.publisher import CORRELATION_HEADER, MSG_ID_HEADER, publish
 from ibflow.bus.specs import ConsumerSpec
 from ibflow.bus.subjects import dead_letter as dead_letter_subject
 from ibflow.contracts.system import MessageDeadLettered
+from ibflow.runtime.cancellation import raise_if_cancelled
 
 logger = logging.getLogger("ibflow.bus")
 
@@ -235,6 +236,7 @@ class ConsumerRunner(Generic[M]):
         stop_requested = self._stop_requested
         failures = 0
         while not stop_requested.done():
+            raise_if_cancelled()
             fetch = asyncio.ensure_future(psub.fetch(self.batch, timeout=self.fetch_timeout))
             try:
                 await asyncio.wait((fetch, stop_requested), return_when=asyncio.FIRST_COMPLETED)

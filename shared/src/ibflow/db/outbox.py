@@ -102,6 +102,7 @@ from ibflow.bus.publisher import MSG_ID_HEADER, message_headers
 from ibflow.contracts.base import Envelope
 from ibflow.db.errors import DbError
 from ibflow.db.pool import AnyConnection, json_dumps
+from ibflow.runtime.cancellation import raise_if_cancelled
 
 __all__ = [
     "HANDOVER_GRACE",
@@ -399,6 +400,7 @@ class OutboxRelay:
         next_poll = next_sample = loop.time()
         try:
             while not self._stop.is_set():
+                raise_if_cancelled()
                 self._wake.clear()
                 await self._relay_handed()
                 await self._delete_published(force=False)
@@ -449,14 +451,16 @@ class OutboxRelay:
     async def _sleep(self, seconds: float) -> None:
         """Back off for ``seconds``; only :meth:`stop` cuts it short."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a :meth:`notify`, a :meth:`stop` or ``seconds``."""
         if self._wake.is_set() or seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _metrics(self, subject: str) -> tuple[Counter, Counter, Counter]:
         root = subject_root(subject)

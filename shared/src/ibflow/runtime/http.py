@@ -140,7 +140,8 @@ class HttpServer:
             return
         self._server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
+            async with asyncio.timeout(grace_seconds):
+                await asyncio.shield(self._task)
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()

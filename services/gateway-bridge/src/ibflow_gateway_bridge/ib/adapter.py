@@ -345,7 +345,8 @@ class IbClient:
         """
         if not self._ib.isConnected():
             raise ConnectionError("not connected")
-        answer: datetime = await asyncio.wait_for(self._ib.reqCurrentTimeAsync(), timeout)
+        async with asyncio.timeout(timeout):
+            answer: datetime = await self._ib.reqCurrentTimeAsync()
         if answer.tzinfo is None:
             return answer.replace(tzinfo=UTC)
         return answer.astimezone(UTC)
@@ -363,14 +364,16 @@ class IbClient:
         :class:`ConnectionError` when not connected: never an empty list for a failure.
         """
         self._require_connected()
-        return list(await asyncio.wait_for(self._ib.reqPositionsAsync(), timeout))
+        async with asyncio.timeout(timeout):
+            return list(await self._ib.reqPositionsAsync())
 
     async def open_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
         """Every open order of the account, of any client (``reqAllOpenOrders``); one
         such query at a time per connection (``timeout`` counts from its start)."""
         async with self._open_orders_lock:
             self._require_connected()
-            return list(await asyncio.wait_for(self._ib.reqAllOpenOrdersAsync(), timeout))
+            async with asyncio.timeout(timeout):
+                return list(await self._ib.reqAllOpenOrdersAsync())
 
     async def completed_orders(self, timeout: float) -> list[Trade]:  # noqa: ASYNC109
         """Today's completed orders, API and manual (``reqCompletedOrders(apiOnly=False)``).
@@ -383,7 +386,8 @@ class IbClient:
         async with self._completed_orders_lock:
             self._require_connected()
             request = self._ib.reqCompletedOrdersAsync(False)
-            trades = list(await asyncio.wait_for(request, timeout))
+            async with asyncio.timeout(timeout):
+                trades = list(await request)
         for trade in trades:
             order, status = trade.order, trade.orderStatus
             filled = order.filledQuantity
@@ -398,7 +402,8 @@ class IbClient:
         """Today's executions (``reqExecutions``), each as the session's live
         :class:`Fill`, whose ``commissionReport`` is updated when IB's report arrives."""
         self._require_connected()
-        fills = await asyncio.wait_for(self._ib.reqExecutionsAsync(), timeout)
+        async with asyncio.timeout(timeout):
+            fills = await self._ib.reqExecutionsAsync()
         stored = self._ib.wrapper.fills
         return [stored.get(fill.execution.execId, fill) for fill in fills]
 
@@ -509,7 +514,8 @@ class IbClient:
             account=account,
             transmit=True,
         )
-        state = await asyncio.wait_for(self._ib.whatIfOrderAsync(contract, order), timeout)
+        async with asyncio.timeout(timeout):
+            state = await self._ib.whatIfOrderAsync(contract, order)
         if not isinstance(state, OrderState) or not state.initMarginChange:
             raise IbOrderError(f"IB gave no what-if figures for {symbol}")
         return WhatIf(
@@ -618,7 +624,8 @@ class IbClient:
         contract = self._contracts.get(key)
         if contract is None:
             wanted = Contract(symbol=symbol, secType=sec_type, exchange=exchange, currency=currency)
-            qualified = await asyncio.wait_for(self._ib.qualifyContractsAsync(wanted), timeout)
+            async with asyncio.timeout(timeout):
+                qualified = await self._ib.qualifyContractsAsync(wanted)
             if not qualified or not isinstance(qualified[0], Contract):
                 raise IbOrderError(f"unknown contract {sec_type} {symbol} {exchange} {currency}")
             contract = self._contracts[key] = qualified[0]
