@@ -11,8 +11,13 @@ import asyncpg
 import pytest
 
 from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide
+from ibflow.db import apply_migrations
+from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
+
+START_CASH = Decimal(100_000)
+"""Portfolio ``p``'s cash in the :func:`pool` fixture."""
 
 
 async def seed_working_order(pool: asyncpg.Pool[Any], portfolio_id: str, cash: Decimal) -> None:
@@ -38,6 +43,16 @@ async def seed_working_order(pool: asyncpg.Pool[Any], portfolio_id: str, cash: D
         """,
         portfolio_id,
     )
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """The migrated database with portfolio ``p`` (:data:`START_CASH`) and its working
+    order ``o1`` (:func:`seed_working_order`); modules with other needs override it."""
+    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
+    async with await create_pool(database_url) as pool:
+        await seed_working_order(pool, "p", START_CASH)
+        yield pool
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ replayed execution, a status, a commission before its execution — is booked on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -12,25 +11,13 @@ import asyncpg
 import pytest
 
 from ibflow.contracts import OrderSide, OrderStatusChanged
-from ibflow.db import apply_migrations
-from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 
+from .conftest import START_CASH
 from .conftest import o1_commission as commission
 from .conftest import o1_execution as execution
-from .conftest import seed_working_order
 
 pytestmark = pytest.mark.integration
-
-START_CASH = Decimal(100_000)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
-    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
-    async with await create_pool(database_url) as pool:
-        await seed_working_order(pool, "p", START_CASH)
-        yield pool
 
 
 def status(ib_status: str, filled: int, remaining: int) -> OrderStatusChanged:

@@ -19,29 +19,22 @@ from nats.aio.client import Client as NatsClient
 from ibflow.bus import subjects
 from ibflow.bus.rpc import serve
 from ibflow.contracts import CommandAccepted, ModifyBrokerOrder, ModifyOrder, OrderStatusChanged
-from ibflow.db import apply_migrations
-from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
 from ibflow_order_manager.facts import BrokerFact
 
-from .conftest import o1_execution, seed_working_order
+from .conftest import START_CASH, o1_execution
 
 pytestmark = pytest.mark.integration
 
-START_CASH = Decimal(100_000)
 
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
-    await apply_migrations(database_url, "ibflow.db", "ibflow_order_manager")
-    async with await create_pool(database_url) as pool:
-        await seed_working_order(pool, "p", START_CASH)
-        await pool.execute(
-            "UPDATE orders SET reserved_cash = 10000 WHERE client_order_id = 'o1';"
-            " UPDATE portfolios SET reserved_cash = 10000 WHERE id = 'p'"
-        )
-        yield pool
+@pytest.fixture(autouse=True)
+async def reserved(pool: asyncpg.Pool[Any]) -> None:
+    """``o1``'s cash reservation: 100 shares at its limit of 100."""
+    await pool.execute(
+        "UPDATE orders SET reserved_cash = 10000 WHERE client_order_id = 'o1';"
+        " UPDATE portfolios SET reserved_cash = 10000 WHERE id = 'p'"
+    )
 
 
 class FillingBridge:
