@@ -214,9 +214,8 @@ class OrderBook:
         for the relay), or the refusal audited."""
         refusal: RemoteError | None = None
         async with conn.transaction():
-            portfolio = await repo.get_portfolio(conn, cmd.portfolio_id, lock=True)
-            # after the lock: an order a concurrent submit of the same id committed while
-            # we waited is seen here, and answered as a duplicate
+            # read after the portfolio's lock: an order a concurrent submit of the same id
+            # committed while we waited is seen here, and answered as a duplicate
             context = await repo.submit_context(
                 conn,
                 cmd.portfolio_id,
@@ -224,6 +223,7 @@ class OrderBook:
                 cmd.symbol,
                 session_start(self._clock()),
             )
+            portfolio = context.portfolio
             if context.existing is not None:
                 return await self._duplicate(conn, cmd, context.existing)
             if portfolio is None or not portfolio.enabled:

@@ -621,33 +621,6 @@ class Exposure:
     day_trade_position_exists: bool
 
 
-_EXPOSURE_COLUMNS = """
-  (SELECT count(*) FROM orders
-    WHERE portfolio_id = $1 AND status = ANY($4::text[])) AS open_orders,
-  (SELECT coalesce(sum(CASE side WHEN 'BUY' THEN quantity ELSE -quantity END), 0)
-     FROM executions WHERE portfolio_id = $1 AND symbol = $2) AS position_quantity,
-  (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'BUY'), 0)
-     FROM orders WHERE portfolio_id = $1 AND symbol = $2
-      AND status = ANY($4::text[])) AS working_buy,
-  (SELECT coalesce(sum(quantity - filled_quantity) FILTER (WHERE side = 'SELL'), 0)
-     FROM orders WHERE portfolio_id = $1 AND symbol = $2
-      AND status = ANY($4::text[])) AS working_sell,
-  (SELECT coalesce(sum(ib_realized_pnl), 0) FROM executions
-    WHERE portfolio_id = $1 AND executed_at >= $3) AS realized_pnl,
-  EXISTS (SELECT 1 FROM orders
-           WHERE portfolio_id = $1 AND symbol = $2 AND purpose = 'entry'
-             AND created_at >= $3
-             AND (status = ANY($4::text[]) OR
-                  (status = 'FILLED' AND NOT EXISTS (
-                     SELECT 1 FROM orders x
-                      WHERE x.position_id = orders.position_id
-                        AND x.purpose = 'exit' AND x.status = 'FILLED'))))
-    AS day_trade
-"""
-"""The columns of :class:`Exposure` (``$1`` portfolio, ``$2`` symbol, ``$3`` session
-start, ``$4`` the working statuses)."""
-
-
 def _exposure(row: asyncpg.Record) -> Exposure:
     return Exposure(
         open_orders=row["open_orders"],
@@ -661,12 +634,32 @@ def _exposure(row: asyncpg.Record) -> Exposure:
 
 @dataclass(frozen=True, slots=True)
 class SubmitContext:
-    """What a submit decides on: the order already recorded under its client order id,
-    the instrument and the portfolio's exposure in the symbol."""
+    """What a submit decides on: the portfolio (locked), the order already recorded under
+    its client order id, the instrument and the portfolio's exposure in the symbol."""
 
+    portfolio: Portfolio | None
     existing: Order | None
     instrument: Instrument | None
     exposure: Exposure
+
+
+_INSTRUMENT_NAMES = (
+    "symbol",
+    "currency",
+    "primary_exchange",
+    "tick_size",
+    "multiplier",
+    "fractional",
+    "enabled",
+)
+
+_SUBMIT_CONTEXT = f"""
+    SELECT {", ".join(f"(f.portfolio).{name} AS p_{name}" for name in _PORTFOLIO_NAMES)},
+           {", ".join(f"(f.instrument).{name} AS i_{name}" for name in _INSTRUMENT_NAMES)},
+           f.open_orders, f.position_quantity, f.working_buy, f.working_sell,
+           f.realized_pnl, f.day_trade, (f.existing).*
+      FROM order_manager_submit_context($1, $2, $3, $4::text[], $5) AS f
+"""  # noqa: S608
 
 
 async def submit_context(
@@ -676,26 +669,18 @@ async def submit_context(
     symbol: str,
     session_start: datetime,
 ) -> SubmitContext:
-    """:func:`get_order`, :func:`get_instrument` and the portfolio's :class:`Exposure` in
-    ``symbol`` (open orders, position and working quantity in it, today's realized P&L:
-    IB's, net of commissions), in one round trip.
+    """Lock the portfolio ``FOR UPDATE``, then read it, :func:`get_order`,
+    :func:`get_instrument` and the portfolio's :class:`Exposure` in ``symbol`` (open
+    orders, position and working quantity in it, today's realized P&L: IB's, net of
+    commissions), all in one round trip (migration ``0004_submit_context.sql``).
 
-    Run it as its own statement after the portfolio's lock is taken: a statement reads
-    the data committed when it started, so reading these in the statement that waits
-    for the lock would miss an order a concurrent submit committed meanwhile.
+    The reads see what was committed before the lock was granted (the function's
+    statements take their own snapshots): an order a concurrent submit of the same
+    portfolio committed while this one waited is counted (or, under the same client
+    order id, answered as a duplicate).
     """
     row = await conn.fetchrow(
-        f"""
-        SELECT {_EXPOSURE_COLUMNS},
-               i.symbol AS instrument_symbol, i.currency AS instrument_currency,
-               i.primary_exchange AS instrument_primary_exchange,
-               i.tick_size AS instrument_tick_size, i.multiplier AS instrument_multiplier,
-               i.fractional AS instrument_fractional, i.enabled AS instrument_enabled,
-               o.*
-          FROM (SELECT 1) AS one
-          LEFT JOIN instruments i ON i.symbol = $2
-          LEFT JOIN (SELECT {_ORDER_COLUMNS} FROM orders WHERE client_order_id = $5) o ON true
-        """,  # noqa: S608
+        _SUBMIT_CONTEXT,
         portfolio_id,
         symbol,
         session_start,
@@ -704,17 +689,10 @@ async def submit_context(
     )
     assert row is not None
     instrument = None
-    if row["instrument_symbol"] is not None:
-        instrument = Instrument(
-            symbol=row["instrument_symbol"],
-            currency=row["instrument_currency"],
-            primary_exchange=row["instrument_primary_exchange"],
-            tick_size=row["instrument_tick_size"],
-            multiplier=row["instrument_multiplier"],
-            fractional=row["instrument_fractional"],
-            enabled=row["instrument_enabled"],
-        )
+    if row["i_symbol"] is not None:
+        instrument = Instrument(**{name: row[f"i_{name}"] for name in _INSTRUMENT_NAMES})
     return SubmitContext(
+        portfolio=None if row["p_id"] is None else _portfolio(row, "p_"),
         existing=None if row["client_order_id"] is None else _order(row),
         instrument=instrument,
         exposure=_exposure(row),

@@ -121,7 +121,7 @@ def buy(coid: str) -> SubmitOrder:
     )
 
 
-async def test_accepted_submit_reaches_the_bridge_after_at_most_6_statements(
+async def test_accepted_submit_reaches_the_bridge_after_at_most_5_statements(
     pool: asyncpg.Pool[Any], book: OrderBook, statements: Statements, handed: list[StagedRow]
 ) -> None:
     # the first submit prepares the statements and introspects the types: not counted
@@ -132,7 +132,7 @@ async def test_accepted_submit_reaches_the_bridge_after_at_most_6_statements(
     accepted = await book.submit(buy("counted"))
     assert not accepted.duplicate
     sent = statements.sent[before : statements.at_place["counted"]]
-    assert len(sent) <= 6, "\n".join(sent)
+    assert len(sent) <= 5, "\n".join(sent)
     # what those statements did is all there: the order, its reservation, the audit row
     # and the outbox rows
     order = await pool.fetchrow(

@@ -31,10 +31,11 @@ EXACT = decimal.Context(prec=400)
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Pool]:
     applied = await apply_migrations(database_url, *PACKAGES)
-    assert applied[-3:] == [
+    assert applied[-4:] == [
         "ibflow_order_manager/0001_portfolios.sql",
         "ibflow_order_manager/0002_orders_and_money.sql",
         "ibflow_order_manager/0003_lock_facts.sql",
+        "ibflow_order_manager/0004_submit_context.sql",
     ]
     db = await create_pool(database_url, min_size=1, max_size=2)
     try:
@@ -170,6 +171,7 @@ async def test_existing_portfolios_get_the_new_settings_with_their_defaults(
         assert applied == [
             "ibflow_order_manager/0002_orders_and_money.sql",
             "ibflow_order_manager/0003_lock_facts.sql",
+            "ibflow_order_manager/0004_submit_context.sql",
         ]
         row = await conn.fetchrow("SELECT * FROM portfolios WHERE id = 'old'")
     finally:
