@@ -10,7 +10,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ibflow.contracts import CommissionReported, ExecutionReported, OrderSide
+from ibflow.contracts import (
+    CommissionReported,
+    ExecutionReported,
+    OrderPurpose,
+    OrderSide,
+    OrderType,
+    SubmitOrder,
+)
 from ibflow.db import apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
@@ -62,6 +69,21 @@ async def book(pool: asyncpg.Pool[Any]) -> AsyncIterator[OrderBook]:
     book = OrderBook(pool, BrokerClient.__new__(BrokerClient), lambda *_: None)
     yield book
     await book.statistics.close()
+
+
+def buy(coid: str) -> SubmitOrder:
+    """A manual BUY 10 AAPL LMT 100 in portfolio ``p``."""
+    return SubmitOrder(
+        portfolio_id="p",
+        client_order_id=coid,
+        symbol="AAPL",
+        side=OrderSide.BUY,
+        order_type=OrderType.LMT,
+        quantity=Decimal(10),
+        limit_price=Decimal(100),
+        purpose=OrderPurpose.MANUAL,
+        requested_by="user:test",
+    )
 
 
 def o1_execution(

@@ -22,18 +22,17 @@ from ibflow.contracts import (
     CommandAccepted,
     CommissionReported,
     ExecutionReported,
-    OrderPurpose,
     OrderSide,
     OrderStatusChanged,
-    OrderType,
     PlaceBrokerOrder,
-    SubmitOrder,
 )
 from ibflow.db import StagedRow, apply_migrations
 from ibflow.db.pool import create_pool
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerAnswer, BrokerClient
 from ibflow_order_manager.facts import BrokerFact
+
+from .conftest import buy
 
 pytestmark = pytest.mark.integration
 
@@ -105,20 +104,6 @@ async def book(
     yield book
     await book.statistics.close()
     await sub.unsubscribe()
-
-
-def buy(coid: str) -> SubmitOrder:
-    return SubmitOrder(
-        portfolio_id="p",
-        client_order_id=coid,
-        symbol="AAPL",
-        side=OrderSide.BUY,
-        order_type=OrderType.LMT,
-        quantity=Decimal(10),
-        limit_price=Decimal(100),
-        purpose=OrderPurpose.MANUAL,
-        requested_by="user:test",
-    )
 
 
 async def test_accepted_submit_reaches_the_bridge_after_at_most_5_statements(

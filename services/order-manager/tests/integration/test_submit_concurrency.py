@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -18,14 +17,12 @@ from ibflow.bus.errors import RemoteError
 from ibflow.bus.rpc import serve
 from ibflow.contracts import (
     CommandAccepted,
-    OrderPurpose,
-    OrderSide,
-    OrderType,
     PlaceBrokerOrder,
-    SubmitOrder,
 )
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
+
+from .conftest import buy
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +37,6 @@ async def book(pool: asyncpg.Pool[Any], nc: NatsClient) -> AsyncIterator[OrderBo
     yield book
     await book.statistics.close()
     await sub.unsubscribe()
-
-
-def buy(coid: str) -> SubmitOrder:
-    return SubmitOrder(
-        portfolio_id="p",
-        client_order_id=coid,
-        symbol="AAPL",
-        side=OrderSide.BUY,
-        order_type=OrderType.LMT,
-        quantity=Decimal(10),
-        limit_price=Decimal(100),
-        purpose=OrderPurpose.MANUAL,
-        requested_by="user:test",
-    )
 
 
 async def test_two_submits_waiting_on_the_lock_do_not_both_pass_the_open_orders_limit(
