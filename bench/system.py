@@ -4,7 +4,9 @@ rate, a morning burst of orders on one connection (pacing), and a burst of execu
 Everything that is ibflow runs as its own process, started as ``make run`` would start
 it: embedded nats-server (JetStream, default fsync policy) and PostgreSQL (synchronous
 commit, plus ``track_commit_timestamp = on``), the migrations of every installed
-package, ``python -m ibflow_gateway_bridge`` and ``python -m ibflow_order_manager``.
+package, ``python -m ibflow_gateway_bridge``, ``ibflow_order_manager``,
+``ibflow_position_monitor`` and ``ibflow_api`` (the scheduler is left out: a session
+event it fires, such as the close-out, would act on the bench's book mid-run).
 **gateway-sim runs inside this process** (``GatewaySimulator`` on a TCP port, spoken to
 by the bridge's unmodified ib_async over the real TWS protocol) so that the moment of a
 fill and of a ``placeOrder``'s arrival can be read at the simulator itself: its
@@ -822,6 +824,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, module in (
                 ("gateway-bridge", "ibflow_gateway_bridge"),
                 ("order-manager", "ibflow_order_manager"),
+                ("position-monitor", "ibflow_position_monitor"),
                 ("api", "ibflow_api"),
             ):
                 port = ports[name] = gb.free_port()
