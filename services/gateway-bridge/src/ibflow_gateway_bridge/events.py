@@ -144,11 +144,11 @@ class BrokerEventPublisher:
         if event is not None:
             self.submit(self._with_snapshot(event, snapshot_id))
 
-    def commission(
-        self, _trade: Trade | None, _fill: Fill | None, report: CommissionReport
-    ) -> bool:
+    def commission(self, trade: Trade | None, fill: Fill | None, report: CommissionReport) -> bool:
         """Queue ``CommissionReported`` if the report is final; False while pending."""
-        event = self._map(lambda: mapping.commission_reported(self.portfolio_id, report))
+        event = self._map(
+            lambda: mapping.commission_reported(self.portfolio_id, report, fill=fill, trade=trade)
+        )
         if event is None:
             return False
         self.submit(event)

@@ -204,6 +204,22 @@ def test_commission_is_exact_and_realized_pnl_sentinel_is_none() -> None:
     assert event.dedupe_key() == "comm:0000e0d5.6571a2b3.01.01"
 
 
+def test_commission_names_the_order_of_its_fill() -> None:
+    report = CommissionReport(execId="e1", commission=1.0, currency="USD")
+
+    from_fill = commission_reported("demo", report, fill=_fill())
+    trade = _trade(order_ref="co-2")
+    from_trade = commission_reported("demo", report, fill=_fill(orderRef=""), trade=trade)
+    unknown = commission_reported("demo", report)
+
+    assert from_fill is not None
+    assert from_fill.client_order_id == "co-1"
+    assert from_trade is not None
+    assert from_trade.client_order_id == "co-2"
+    assert unknown is not None
+    assert unknown.client_order_id is None
+
+
 def test_commission_keeps_a_real_zero_realized_pnl() -> None:
     report = CommissionReport(execId="e1", commission=0.35, currency="USD", realizedPNL=0.0)
 

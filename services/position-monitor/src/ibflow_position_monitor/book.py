@@ -12,7 +12,9 @@ transaction of its writes, acked after the commit):
   (entry, or one of the exits). A status or fill of an order no position knows yet is
   *parked* (``position_parked_facts``) and applied when the position appears (the
   order-manager's update may arrive after the bridge's events); a commission that
-  overtakes its fill is parked in ``position_executions``.
+  overtakes its fill is parked in ``position_executions``. A fact of an order whose
+  ``OrderBookUpdated`` said *manual* is skipped instead, without a transaction
+  (:class:`~.domain.ManualOrders`): no position will ever own it.
 
 Decisions (:meth:`PositionBook.exit`), the exit ordering: the position row is locked
 and the decision taken again on the stored state (two replicas, or two ticks, decide
@@ -119,6 +121,7 @@ from ibflow_position_monitor import repository as repo
 from ibflow_position_monitor.domain import (
     ExitDecision,
     IllegalTransition,
+    ManualOrders,
     NoExit,
     NoExitReason,
     PositionDomainError,
@@ -129,6 +132,7 @@ from ibflow_position_monitor.domain import (
 from ibflow_position_monitor.metrics import (
     EXIT_REFUSALS,
     EXITS_SENT,
+    MANUAL_FACTS_SKIPPED,
     PARKED_FACTS,
     POSITIONS_ENTERED,
     TICK_TO_EXIT,
@@ -172,7 +176,8 @@ class PositionBook:
     """Our positions (see the module docstring).
 
     ``notify`` hands the outbox rows of a commit to the relay; ``on_change``
-    is told every committed position (the market watch keeps its open positions from it).
+    is told every committed position (the market watch keeps its open positions from it);
+    ``manual`` remembers the manual orders whose facts are skipped.
     """
 
     def __init__(
@@ -183,8 +188,10 @@ class PositionBook:
         *,
         on_change: Callable[[repo.Stored], None] = lambda _stored: None,
         clock: Callable[[], dt.datetime] = utc_now,
+        manual: ManualOrders | None = None,
     ) -> None:
         self._pool = pool
+        self._manual = ManualOrders() if manual is None else manual
         self._orders = orders
         self._notify = notify
         self._on_change = on_change
@@ -236,8 +243,10 @@ class PositionBook:
     # ------------------------------------------------------------------ order-manager
 
     async def on_order_updated(self, msg: OrderBookUpdated, consumer: str, msg_id: str) -> None:
-        """The order-manager's record of an entry or exit of a position."""
+        """The order-manager's record of an entry or exit of a position (a manual order's
+        is only remembered, to skip its facts)."""
         if msg.position_id is None or msg.purpose is OrderPurpose.MANUAL:
+            self._manual.add(msg.client_order_id)
             return
         changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
@@ -349,7 +358,7 @@ class PositionBook:
     async def on_status(self, msg: OrderStatusChanged, consumer: str, msg_id: str) -> None:
         """IB's status of an order: an entry or exit that ended (cancelled, filled)."""
         coid = msg.client_order_id
-        if coid is None or msg.ib_status not in _ENDED_AT_IB:
+        if coid is None or msg.ib_status not in _ENDED_AT_IB or self._skipped(coid, "status"):
             return
 
         async def apply(conn: AnyConnection, stored: repo.Stored, changed: Changes) -> None:
@@ -358,6 +367,13 @@ class PositionBook:
         await self._apply_or_park(
             coid, "status", msg, consumer=consumer, msg_id=msg_id, apply=apply
         )
+
+    def _skipped(self, coid: str, kind: str) -> bool:
+        """Whether ``coid`` is a manual order's (its fact is then skipped, and counted)."""
+        if coid not in self._manual:
+            return False
+        MANUAL_FACTS_SKIPPED.labels(kind).inc()
+        return True
 
     async def _apply_or_park(
         self,
@@ -419,6 +435,8 @@ class PositionBook:
         if coid is None:
             UNATTRIBUTED.labels("execution").inc()
             return
+        if self._skipped(coid, "execution"):
+            return
 
         async def lock(conn: AnyConnection) -> None:
             await repo.lock_execution(conn, msg.exec_id)
@@ -457,6 +475,8 @@ class PositionBook:
     async def on_commission(self, msg: CommissionReported, consumer: str, msg_id: str) -> None:
         """A fill's commission: charged to its position's realized P&L, or parked until
         the fill is booked."""
+        if msg.client_order_id is not None and self._skipped(msg.client_order_id, "commission"):
+            return
         changed = Changes()
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim(conn, consumer, msg_id):

@@ -79,6 +79,12 @@ PARKED_FACTS: Final = Counter(
     "Broker facts about orders no position knew yet (kept until one does), by kind.",
     ["kind"],
 )
+MANUAL_FACTS_SKIPPED: Final = Counter(
+    "ibflow_position_manual_facts_skipped_total",
+    "Broker facts of orders the order-manager recorded as manual, skipped (no position"
+    " owns them), by kind.",
+    ["kind"],
+)
 UNATTRIBUTED: Final = Counter(
     "ibflow_position_unattributed_total",
     "Events about unknown positions, recorded in the log and skipped, by kind.",

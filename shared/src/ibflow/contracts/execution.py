@@ -114,6 +114,9 @@ class CommissionReported(Event):
     currency: Currency
     realized_pnl: Money | None = None
     """IB's realised P&L of the fill; ``None`` when IB has none (its max-double sentinel)."""
+    client_order_id: str | None = None
+    """Our client order id of the fill's order (its ``orderRef``); ``None`` when the bridge
+    does not know the fill, or the order was not placed by ibflow."""
 
     def dedupe_key(self) -> str:
         """``comm:<exec_id>``."""

@@ -177,7 +177,6 @@ def execution_reported(
     execution's time in UTC.
     """
     execution, contract = fill.execution, fill.contract
-    order_ref = execution.orderRef or (trade.order.orderRef if trade is not None else "")
     executed_at = to_utc(execution.time)
     return _build(
         ExecutionReported,
@@ -186,7 +185,7 @@ def execution_reported(
         exec_id=execution.execId,
         order_id=execution.orderId,
         perm_id=execution.permId,
-        client_order_id=order_ref or None,
+        client_order_id=_order_ref(fill, trade),
         symbol=contract.symbol or contract.localSymbol,
         con_id=contract.conId,
         side=_side(execution.side),
@@ -202,8 +201,15 @@ def execution_reported(
     )
 
 
-def commission_reported(portfolio_id: str, report: CommissionReport) -> CommissionReported | None:
-    """The commission of one execution, or ``None`` while it is pending.
+def commission_reported(
+    portfolio_id: str,
+    report: CommissionReport,
+    *,
+    fill: Fill | None = None,
+    trade: Trade | None = None,
+) -> CommissionReported | None:
+    """The commission of one execution, or ``None`` while it is pending; the client order
+    id from the ``orderRef`` of ``fill``'s execution, else of ``trade``'s order.
 
     Pending means IB has not given a real figure yet: the commission is
     ``UNSET_DOUBLE`` (or another non-finite value) or ``-1``, or the report is
@@ -225,7 +231,16 @@ def commission_reported(portfolio_id: str, report: CommissionReport) -> Commissi
         commission=commission,
         currency=report.currency,
         realized_pnl=decimal_or_none(report.realizedPNL),
+        client_order_id=_order_ref(fill, trade),
     )
+
+
+def _order_ref(fill: Fill | None, trade: Trade | None) -> str | None:
+    if fill is not None and fill.execution.orderRef:
+        return fill.execution.orderRef
+    if trade is not None and trade.order.orderRef:
+        return trade.order.orderRef
+    return None
 
 
 def broker_position_reported(

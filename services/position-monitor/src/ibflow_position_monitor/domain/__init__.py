@@ -11,7 +11,8 @@
 * :mod:`~ibflow_position_monitor.domain.reconcile`: our book against the broker's
   holdings (:func:`reconcile`);
 * :mod:`~ibflow_position_monitor.domain.marks`: unrealized P&L from marks;
-* :mod:`~ibflow_position_monitor.domain.ids`: the deterministic exit and adoption ids.
+* :mod:`~ibflow_position_monitor.domain.ids`: the deterministic exit and adoption ids;
+* :mod:`~ibflow_position_monitor.domain.manual`: the manual orders whose facts are skipped.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ibflow_position_monitor.domain.ids import (
     is_valid_id,
     safe_id,
 )
+from ibflow_position_monitor.domain.manual import ManualOrders
 from ibflow_position_monitor.domain.marks import (
     Mark,
     MarkSource,
@@ -99,6 +101,7 @@ __all__ = [
     "Holding",
     "IllegalTransition",
     "InvalidLevels",
+    "ManualOrders",
     "Mark",
     "MarkSource",
     "NoExit",
