@@ -1,5 +1,6 @@
 """``raise_if_cancelled``: a loop ends even when ``asyncio.wait_for`` swallowed the
-cancel meant to end it (Python 3.11)."""
+cancel meant to end it (Python 3.11). ``wait_event``: an event or a timeout, and a
+cancel is never taken for either."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 
 
 async def _loop(*, checkpoint: bool, iterations: list[int]) -> None:
@@ -50,3 +51,25 @@ async def test_a_loop_with_the_checkpoint_ends_at_its_next_iteration() -> None:
 
 async def test_the_checkpoint_does_nothing_without_a_cancel() -> None:
     raise_if_cancelled()
+
+
+async def test_wait_event_is_true_once_the_event_is_set() -> None:
+    event = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.01, event.set)
+
+    assert await wait_event(event, 10) is True
+
+
+async def test_wait_event_is_false_after_its_timeout() -> None:
+    assert await wait_event(asyncio.Event(), 0.01) is False
+
+
+async def test_wait_event_raises_a_cancel_that_lands_as_the_event_is_set() -> None:
+    event = asyncio.Event()
+    waiting = asyncio.create_task(wait_event(event, 10))
+    await asyncio.sleep(0)
+    event.set()
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

@@ -34,6 +34,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ibflow.bus.subjects import PORTFOLIO_CHANGED
+from ibflow.runtime.cancellation import wait_event
 from ibflow_gateway_bridge.repository import PortfolioConfig
 
 log = logging.getLogger("ibflow.gateway_bridge.fleet")
@@ -128,9 +129,7 @@ class PortfolioFleet:
             self._wanted.clear()
             await self.reload()
             # requests arriving during the gap are served by one reload after it
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._reload_min_gap):
-                    await self._stopping.wait()
+            await wait_event(self._stopping, self._reload_min_gap)
 
     async def reload(self) -> None:
         """Bring the running portfolios in line with the table (see the module docstring)."""

@@ -60,7 +60,7 @@ from ibflow.bus.subjects import gateway_connection
 from ibflow.contracts.base import utc_now
 from ibflow.contracts.enums import ConnectionState, GatewayType
 from ibflow.contracts.gateway import GatewayConnectionChanged
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 from ibflow_gateway_bridge.domain.backoff import reconnect_delay
 from ibflow_gateway_bridge.domain.connection import ConnectionMachine, Transition
 from ibflow_gateway_bridge.domain.error_codes import classify
@@ -291,9 +291,7 @@ class PortfolioConnection:
         if task is not None and not task.done():
             task.cancel()
         if task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10.0):
-                    await self._done.wait()
+            await wait_event(self._done, 10.0)
 
     # ------------------------------------------------------------------ supervision
 
@@ -408,9 +406,7 @@ class PortfolioConnection:
         raise AssertionError("unreachable")
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+        await wait_event(self._stopping, seconds)
 
     def _connect_failed(self, exc: IbConnectError) -> None:
         config = self.config

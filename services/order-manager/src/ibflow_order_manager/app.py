@@ -54,7 +54,7 @@ from ibflow.contracts import (
 )
 from ibflow.db.outbox import OutboxRelay
 from ibflow.runtime import Runtime, Service, Worker, run
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 from ibflow_order_manager.book import OrderBook
 from ibflow_order_manager.broker import BrokerClient
 from ibflow_order_manager.entry import MorningEntry
@@ -144,9 +144,7 @@ class Recovery:
             except Exception:
                 log.exception("recovery pass failed")
             await self._sample()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._rt.settings.recovery_interval):
-                    await self._wake.wait()
+            await wait_event(self._wake, self._rt.settings.recovery_interval)
             self._wake.clear()
 
     async def _sample(self) -> None:

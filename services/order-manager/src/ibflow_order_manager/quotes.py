@@ -63,7 +63,7 @@ from ibflow.bus.rpc import request
 from ibflow.bus.subjects import SUBSCRIBE_MARKET_DATA, UNSUBSCRIBE_MARKET_DATA, market_data
 from ibflow.contracts.market_data import MarketDataTick, SubscribeMarketData, UnsubscribeMarketData
 from ibflow.contracts.replies import INVALID_REQUEST, REFUSED, CommandAccepted
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 
 __all__ = [
     "DEFAULT_KEEP_FOR",
@@ -351,9 +351,7 @@ class Quotes:
                 remaining = deadline - loop.time()
                 if price is not None or remaining <= 0:
                     return price
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await changed.wait()
+                await wait_event(changed, remaining)
                 line = self._lines.get(key)
             return None
 

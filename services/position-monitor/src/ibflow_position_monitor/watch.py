@@ -62,7 +62,7 @@ from ibflow.contracts import (
 )
 from ibflow.contracts.base import utc_now
 from ibflow.contracts.enums import PositionStatus
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 from ibflow_position_monitor import repository as repo
 from ibflow_position_monitor.book import PositionBook
 from ibflow_position_monitor.domain import (
@@ -500,9 +500,7 @@ class MarketWatch:
                 log.exception("market watch pass failed")
             wait = max(0.0, min(next_refresh, next_marks, next_renew) - loop.time())
             wait = min(wait, settings.stale_after / 4)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._changed.wait()
+            await wait_event(self._changed, wait)
 
     async def stop(self) -> None:
         """Stop the loop, release the leases and unsubscribe."""

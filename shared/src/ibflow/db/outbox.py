@@ -102,7 +102,7 @@ from ibflow.bus.publisher import MSG_ID_HEADER, message_headers
 from ibflow.contracts.base import Envelope
 from ibflow.db.errors import DbError
 from ibflow.db.pool import AnyConnection, json_dumps
-from ibflow.runtime.cancellation import raise_if_cancelled
+from ibflow.runtime.cancellation import raise_if_cancelled, wait_event
 
 __all__ = [
     "HANDOVER_GRACE",
@@ -450,17 +450,12 @@ class OutboxRelay:
 
     async def _sleep(self, seconds: float) -> None:
         """Back off for ``seconds``; only :meth:`stop` cuts it short."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stop.wait()
+        await wait_event(self._stop, seconds)
 
     async def _idle(self, seconds: float) -> None:
         """Wait for a :meth:`notify`, a :meth:`stop` or ``seconds``."""
-        if self._wake.is_set() or seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+        if seconds > 0:
+            await wait_event(self._wake, seconds)
 
     def _metrics(self, subject: str) -> tuple[Counter, Counter, Counter]:
         root = subject_root(subject)

@@ -10,14 +10,16 @@ on forever, and whoever awaits the cancelled task (a shutdown, a test's ``kill``
 
 The request is still counted by :meth:`asyncio.Task.cancelling`, so a long-running
 loop calls :func:`raise_if_cancelled` at the top of each iteration. ibflow's own code
-uses ``asyncio.timeout`` rather than ``asyncio.wait_for``.
+uses ``asyncio.timeout`` rather than ``asyncio.wait_for``; :func:`wait_event` is its
+most common use, "wait for this event, at most so long".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-__all__ = ["raise_if_cancelled"]
+__all__ = ["raise_if_cancelled", "wait_event"]
 
 
 def raise_if_cancelled() -> None:
@@ -26,3 +28,14 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it is set. A cancellation of the
+    waiting task is raised, never taken for the timeout."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
