@@ -52,9 +52,25 @@ def _run(tree: Path, phases: list[str]) -> dict[str, float]:
         for f in data["figures"]
         if isinstance(f.get("value"), int | float) and not isinstance(f.get("value"), bool)
     }
+    figures |= _cpu_per_execution(data)
     if done.returncode != 0:
         figures["failed"] = 1.0
     return figures
+
+
+def _cpu_per_execution(data: dict[str, Any]) -> dict[str, float]:
+    """CPU per execution of each process in the system phase's passes
+    (``cpu_<pass>_<process>``): it moves much less with the machine's load than latency
+    does, so it is the steadier figure to compare on a noisy machine."""
+    out: dict[str, float] = {}
+    system = data.get("results", {}).get("system", {})
+    for name in ("latency_light", "latency", "burst"):
+        for process, figures in system.get(name, {}).get("scheduling", {}).items():
+            if isinstance(figures, dict) and "cpu_ms_per_execution" in figures:
+                out[f"cpu_{name}_{process.split()[0]}"] = float(figures["cpu_ms_per_execution"])
+            elif process == "all_cpu_ms_per_execution":
+                out[f"cpu_{name}_all"] = float(figures)
+    return out
 
 
 def _worktree(base: str, where: Path) -> Path:
