@@ -7,10 +7,11 @@ Three phases, one after the other, each starting what it measures from scratch
    per message (at ``--rate``, and as a drain) and batched (fetch(100), one transaction
    per batch); NATS request/reply; ib_async placing directly against gateway-sim (its own
    process): LMT placeOrder → Submitted, MKT placeOrder → Filled.
-2. **system** (``bench/system.py``): gateway-bridge, order-manager and api as processes,
-   gateway-sim in this process (so the moment of a fill and of a placeOrder's arrival
-   are read at the simulator): API → broker (``POST /api/v1/ib/orders/place`` → the
-   order Submitted); execution at the simulator → committed at 50/s and at 200/s;
+2. **system** (``bench/system.py``): gateway-bridge, order-manager, position-monitor and
+   api as processes, gateway-sim in this process (so the moment of a fill and of a
+   placeOrder's arrival are read at the simulator): API → broker
+   (``POST /api/v1/ib/orders/place`` → the order Submitted); execution at the simulator
+   → committed at 50/s and at 200/s;
    pacing (a morning burst of 500 orders on the portfolio's one connection); the burst
    of 10,000 executions (500 orders x 20 partial fills), fully booked and checked exact
    against the simulator's own account.
