@@ -131,3 +131,48 @@ async def test_stop_hands_back_what_was_delivered_but_not_taken(
         left = await pull.stop()
 
     assert [msg.data for msg in left] == [b"m1"]
+
+
+async def _consumer_delivering_one_at_a_time(js: JetStreamContext) -> None:
+    """The consumer again, with one unacked message at most: the second message is
+    pending behind the first but not delivered until the first is acked."""
+    await js.delete_consumer(STREAM, DURABLE)
+    await js.add_consumer(
+        STREAM,
+        ConsumerConfig(durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1),
+    )
+
+
+async def test_a_pending_message_that_does_not_come_ends_the_batch_soon(
+    nc: NatsClient, js: JetStreamContext
+) -> None:
+    await _consumer_delivering_one_at_a_time(js)
+    pull = await started(nc)
+    try:
+        await asyncio.gather(*[await js.publish_async("pulltest.x", b"m%d" % n) for n in (0, 1)])
+        async with asyncio.timeout(2):
+            batch = await pull.next_batch()
+    finally:
+        await pull.stop()
+
+    assert [msg.data for msg in batch] == [b"m0"]
+
+
+async def test_a_batch_cancelled_while_it_waits_is_handed_back_by_stop(
+    nc: NatsClient, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ibflow.bus.pull._FOLLOW", 30.0)
+    await _consumer_delivering_one_at_a_time(js)
+    pull = await started(nc)
+    try:
+        await asyncio.gather(*[await js.publish_async("pulltest.x", b"m%d" % n) for n in (0, 1)])
+        waiting = asyncio.create_task(pull.next_batch())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        left = await pull.stop()
+
+    assert [msg.data for msg in left] == [b"m0"]

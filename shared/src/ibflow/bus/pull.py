@@ -75,6 +75,8 @@ class LingeringPull:
         """Messages the open request may still deliver (0: none is open)."""
         self._deadline = 0.0
         """When the open request has expired (plus a grace)."""
+        self._taken: list[Msg] = []
+        """Messages of a batch whose wait was cancelled (handed back by :meth:`stop`)."""
 
     async def start(self) -> None:
         """Subscribe to the inbox (no request is sent before :meth:`next_batch`)."""
@@ -90,7 +92,7 @@ class LingeringPull:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()
             self._sub = None
-        left: list[Msg] = []
+        left, self._taken = self._taken, []
         while not self._queue.empty():
             msg = self._queue.get_nowait()
             if _status(msg) is None:
@@ -129,6 +131,9 @@ class LingeringPull:
                         self._take(await self._queue.get(), msgs)
                 except TimeoutError:  # another replica's request took them
                     break
+                except asyncio.CancelledError:
+                    self._taken.extend(msgs)
+                    raise
             else:
                 break
         return msgs
