@@ -53,7 +53,6 @@ from ibflow.bus.errors import (
 )
 from ibflow.bus.metrics import CONSUMED, DEAD_LETTERED, HANDLER_SECONDS, REDELIVERED
 from ibflow.bus.publisher import CORRELATION_HEADER, MSG_ID_HEADER, publish
-from ibflow.bus.pull import LingeringPull
 from ibflow.bus.specs import ConsumerSpec
 from ibflow.bus.subjects import dead_letter as dead_letter_subject
 from ibflow.contracts.system import MessageDeadLettered
@@ -197,19 +196,13 @@ class ConsumerRunner(Generic[M]):
                 return
             await self._check_provisioned()
             spec = self.subscriber.spec
-            pull = LingeringPull(
-                self.js._nc,  # the context's connection; nats-py has no public accessor
-                spec.stream,
-                spec.durable,
-                batch=self.batch,
-                expires=self.fetch_timeout,
-            )
-            await pull.start()
+            psub = await self.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
             logger.info("consumer %s/%s started", spec.stream, spec.durable)
             try:
-                await self._loop(pull)
+                await self._loop(psub)
             finally:
-                await self._release(await pull.stop())
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
                 logger.info("consumer %s/%s stopped", spec.stream, spec.durable)
         finally:
             self._done.set()
@@ -238,28 +231,32 @@ class ConsumerRunner(Generic[M]):
                     f"cannot look up the stream of {self.dead_letter_subject!r}: {exc!r}"
                 ) from exc
 
-    async def _loop(self, pull: LingeringPull) -> None:
+    async def _loop(self, psub: JetStreamContext.PullSubscription) -> None:
         assert self._stop_requested is not None
         stop_requested = self._stop_requested
         failures = 0
         while not stop_requested.done():
             raise_if_cancelled()
-            fetch = asyncio.ensure_future(pull.next_batch())
+            fetch = asyncio.ensure_future(psub.fetch(self.batch, timeout=self.fetch_timeout))
             try:
                 await asyncio.wait((fetch, stop_requested), return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 fetch.cancel()  # run() itself was cancelled: leave no orphan fetch behind
                 raise
             if not fetch.done():
-                # Stopping while waiting: what was delivered is released by run(); a
-                # message the server sends after the unsubscribe is redelivered after
-                # ack_wait (at least once, never lost).
+                # Stopping while waiting: a message the server sends after this is
+                # redelivered after ack_wait (at least once, never lost).
                 fetch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, nats.errors.Error):
                     await fetch
                 return
             try:
                 msgs = fetch.result()
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nothing to fetch; nats-py raises either kind depending on where its
+                # pull request ran out (nats.errors.TimeoutError or asyncio's own)
+                failures = 0
+                continue
             except nats.errors.ConnectionClosedError:
                 if stop_requested.done():
                     return
@@ -275,7 +272,7 @@ class ConsumerRunner(Generic[M]):
                 await asyncio.wait((stop_requested,), timeout=delay)
                 continue
             failures = 0
-            if msgs and not await self._handle_fetched(msgs, stop_requested):
+            if not await self._handle_fetched(msgs, stop_requested):
                 return
 
     async def _handle_fetched(
