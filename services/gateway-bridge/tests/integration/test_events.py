@@ -84,6 +84,7 @@ async def test_place_publishes_status_execution_and_commission_with_deterministi
     commission = CommissionReported.from_json(commission_msg.data)
     assert commission_msg.msg_id == f"comm:{execution.exec_id}"
     assert commission.exec_id == execution.exec_id
+    assert commission.client_order_id == "coid-1"
     assert commission.commission == Decimal("1.00")
     filled = [s for s in _statuses(statuses) if s.ib_status == "Filled"][-1]
     assert filled.client_order_id == "coid-1"
